@@ -1,0 +1,23 @@
+"""Where the stages read and write (relative to the project root, as in ``dvc.yaml``)."""
+
+import json
+from pathlib import Path
+
+PREPARED = Path("data/prepared/applicants.parquet")
+FINGERPRINT = Path("data/fingerprint.json")
+MODEL = Path("models/model.skops")
+MODEL_INFO = Path("models/model.json")
+METRICS = Path("reports/metrics.json")
+PLOTS = Path("reports/plots")
+RECEIPT = Path("reports/registration.json")
+
+
+def read_json(path: Path):
+    """Parse a JSON file."""
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_json(path: Path, payload) -> None:
+    """Write ``payload`` as indented JSON, creating the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")

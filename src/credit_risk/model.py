@@ -1,0 +1,59 @@
+"""The model: one sklearn Pipeline holding all preprocessing, built from ``params.yaml``."""
+
+from pathlib import Path
+
+import numpy as np
+import skops.io
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+from credit_risk.features import CreditFeatures
+
+MODEL_TYPES = ("hist_gradient_boosting", "logistic_regression")
+
+TRUSTED_TYPES = [
+    "credit_risk.features.CreditFeatures",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+]
+"""Types beyond skops' defaults that loading our models may create; anything else is refused."""
+
+
+def build_model(train_params: dict) -> Pipeline:
+    """An unfitted Pipeline for ``train.model`` with that model's params section."""
+    kind = train_params["model"]
+    if kind not in MODEL_TYPES:
+        raise ValueError(f"params.yaml: train.model must be one of {MODEL_TYPES}, got {kind!r}")
+    settings = dict(train_params.get(kind) or {})
+    seed = train_params["seed"]
+    try:
+        if kind == "hist_gradient_boosting":
+            steps = [("classifier", HistGradientBoostingClassifier(**settings, random_state=seed))]
+        else:
+            steps = [
+                ("impute", SimpleImputer(strategy="median", add_indicator=True)),
+                ("log1p", FunctionTransformer(np.log1p, feature_names_out="one-to-one")),
+                ("scale", StandardScaler()),
+                ("classifier", LogisticRegression(**settings, random_state=seed)),
+            ]
+    except TypeError as error:
+        raise ValueError(f"params.yaml: train.{kind}: {error}") from None
+    return Pipeline([("features", CreditFeatures()), *steps])
+
+
+def save_model(model: Pipeline, path: Path) -> None:
+    """Write the fitted pipeline in skops format (no pickle)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    skops.io.dump(model, path)
+
+
+def load_model(path: Path) -> Pipeline:
+    """Read a pipeline written by :func:`save_model`, trusting only ``TRUSTED_TYPES``."""
+    return skops.io.load(path, trusted=TRUSTED_TYPES)
+
+
+def predict_default_probability(model: Pipeline, features) -> np.ndarray:
+    """Probability of serious delinquency (class 1) for each row."""
+    return model.predict_proba(features)[:, 1]
