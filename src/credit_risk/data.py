@@ -1,5 +1,6 @@
 """Read a Kaggle-format applicant CSV, validate it against the feature contract, split it."""
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +68,12 @@ def _read_text_table(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False, index_col=False)
+        with warnings.catch_warnings():
+            # pandas only warns (and drops cells) when rows have more fields than the header.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            return pd.read_csv(path, dtype=str, keep_default_na=False, index_col=False)
+    except pd.errors.ParserWarning:
+        raise DataError(f"{path}: rows have more fields than the header has columns") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: empty file") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as error:

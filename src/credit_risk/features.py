@@ -39,7 +39,7 @@ class CreditFeatures(TransformerMixin, BaseEstimator):
         values[:, _PAST_DUE] = past_due
 
         income = values[:, _INCOME]
-        debt_ratio = values[:, _DEBT_RATIO]
+        debt_ratio = values[:, _DEBT_RATIO].copy()
         has_income = ~np.isnan(income)
         values[:, _DEBT_RATIO] = np.where(has_income, debt_ratio, np.nan)
         monthly_debt = np.where(has_income, debt_ratio * income, debt_ratio)

@@ -16,6 +16,7 @@ MODEL_TYPES = ("hist_gradient_boosting", "logistic_regression")
 
 TRUSTED_TYPES = [
     "credit_risk.features.CreditFeatures",
+    "numpy.dtype",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
 ]
 """Types beyond skops' defaults that loading our models may create; anything else is refused."""

@@ -4,6 +4,7 @@ The fourth stage, ``register``, is :func:`credit_risk.tracking.register`.
 """
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -54,9 +55,9 @@ def train(params: dict) -> str:
     return f"{settings['model']}: test ROC AUC {metrics['roc_auc']:.4f}"
 
 
-def read_splits() -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The prepared train and test rows."""
-    applicants = pd.read_parquet(PREPARED)
+def read_splits(root: Path = Path()) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The prepared train and test rows of the project at ``root``."""
+    applicants = pd.read_parquet(root / PREPARED)
     is_test = applicants[SPLIT_COLUMN] == "test"
     return applicants[~is_test], applicants[is_test]
 

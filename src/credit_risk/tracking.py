@@ -171,7 +171,8 @@ def _log_run(params: dict, experiment_id: str) -> str:
         mlflow.log_params({**logged_params, "dataset_hash": dataset_hash})
         mlflow.log_metrics(read_json(METRICS))
         with warnings.catch_warnings():
-            # MLflow warns that a path could be a file or an artifact; it is a file.
+            # MLflow hints that the path could be a file or an artifact (it is a file), and
+            # that the integer target could not hold missing values (it has none).
             warnings.simplefilter("ignore", UserWarning)
             training_data = mlflow.data.from_pandas(
                 train_rows.drop(columns=SPLIT_COLUMN),
@@ -180,7 +181,7 @@ def _log_run(params: dict, experiment_id: str) -> str:
                 targets=TARGET,
                 digest=dataset_hash[:MLFLOW_DIGEST_LENGTH],
             )
-        mlflow.log_input(training_data, context="training")
+            mlflow.log_input(training_data, context="training")
         mlflow.log_dict(dataset, "dataset_fingerprint.json")
         for path in sorted(PLOTS.glob("*.json")):
             mlflow.log_artifact(str(path), artifact_path="plots")
@@ -253,12 +254,17 @@ def _gate(client: MlflowClient, version, auc: float, gate: dict) -> tuple[str, s
 
 
 def _promote(client: MlflowClient, version) -> None:
-    """Point the alias and the (deprecated, still shown) stage at this version."""
+    """Point the alias and the (deprecated, still shown) stage at this version; archive the
+    previous Production version.
+
+    Archiving is done version by version: ``archive_existing_versions=True`` fails on
+    PostgreSQL-backed servers (MLflow compares the integer version column with a string).
+    """
     client.set_registered_model_alias(MODEL_NAME, PRODUCTION_ALIAS, version.version)
-    current = client.get_model_version(MODEL_NAME, version.version)
-    if current.current_stage != PRODUCTION_STAGE:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            client.transition_model_version_stage(
-                MODEL_NAME, version.version, PRODUCTION_STAGE, archive_existing_versions=True
-            )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # stages are deprecated
+        if client.get_model_version(MODEL_NAME, version.version).current_stage != PRODUCTION_STAGE:
+            client.transition_model_version_stage(MODEL_NAME, version.version, PRODUCTION_STAGE)
+        for other in client.search_model_versions(f"name = '{MODEL_NAME}'"):
+            if other.current_stage == PRODUCTION_STAGE and other.version != version.version:
+                client.transition_model_version_stage(MODEL_NAME, other.version, "Archived")

@@ -1,0 +1,37 @@
+# Training image: runs the DVC pipeline (prepare -> fingerprint -> train -> register) against
+# the MLflow tracking server named by MLFLOW_TRACKING_URI, with the commands used natively.
+#
+#   docker build -t credit-risk-train .
+#   docker run --rm -e MLFLOW_TRACKING_URI=http://mlflow.example:5000 credit-risk-train
+#   docker run --rm -e MLFLOW_TRACKING_URI=... -v /path/to/cs-training.csv:/data/cs-training.csv:ro \
+#       credit-risk-train dvc exp run -S data.raw=/data/cs-training.csv
+FROM python:3.11.7-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    DVC_NO_ANALYTICS=1
+
+# DVC needs git; the distribution's security updates decide the exact version.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends git \
+    && rm -rf /var/lib/apt/lists/*
+
+RUN useradd --create-home --uid 1000 trainer
+WORKDIR /home/trainer/project
+
+# Dependencies first, so code changes do not reinstall them.
+COPY --chown=trainer:trainer pyproject.toml constraints.txt README.md ./
+COPY --chown=trainer:trainer src ./src
+RUN pip install --no-cache-dir -c constraints.txt .
+
+COPY --chown=trainer:trainer . .
+USER 1000:1000
+# The pipeline is a DVC project in a git repository, as in a clone of this project.
+RUN git init -q \
+    && git add -A \
+    && git -c user.name=image -c user.email=image@localhost commit -qm "training image"
+
+CMD ["dvc", "repro"]

@@ -1,0 +1,146 @@
+"""Shared fixtures: the project copied into temporary git repositories, real MLflow servers."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parent.parent
+REAL_DATA = PROJECT.parent / "shared" / "data" / "gmsc" / "cs-training.csv"
+PIPELINE_FILES = [
+    "dvc.yaml",
+    "params.yaml",
+    ".dvcignore",
+    ".gitignore",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    "stages",
+    "src",
+    "data/gmsc-synthetic.csv",
+]
+
+
+def pipeline_env(**overrides: str) -> dict[str, str]:
+    """The environment the README's commands run in: the venv first on PATH, no tracking URI."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["DVC_NO_ANALYTICS"] = "1"
+    env.update(
+        GIT_AUTHOR_NAME="test",
+        GIT_AUTHOR_EMAIL="test@example.com",
+        GIT_COMMITTER_NAME="test",
+        GIT_COMMITTER_EMAIL="test@example.com",
+    )
+    env.update(overrides)
+    return env
+
+
+def run(args: list[str], cwd: Path, env: dict[str, str] | None = None, check: bool = True,
+        timeout: float = 600) -> subprocess.CompletedProcess:  # fmt: skip
+    """Run a command; on an unexpected failure, show its output in the test report."""
+    result = subprocess.run(
+        args, cwd=cwd, env=env or pipeline_env(), capture_output=True, text=True, timeout=timeout
+    )
+    if check and result.returncode != 0:
+        pytest.fail(
+            f"{' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def make_project_repo(path: Path) -> Path:
+    """A fresh git repository holding the pipeline (no dvc.lock, no outputs, no MLflow store)."""
+    path.mkdir(parents=True, exist_ok=True)
+    for name in PIPELINE_FILES:
+        source, target = PROJECT / name, path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, target)
+    run(["git", "init", "-q"], path)
+    run(["git", "add", "-A"], path)
+    run(["git", "commit", "-qm", "pipeline"], path)
+    return path
+
+
+@pytest.fixture
+def project_repo(tmp_path: Path) -> Path:
+    return make_project_repo(tmp_path / "project")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+def start_mlflow_server(backend_store_uri: str, artifacts: Path, log: Path) -> tuple:
+    """Start ``mlflow server`` on a free loopback port; returns (process, url)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            backend_store_uri,
+            "--artifacts-destination",
+            str(artifacts),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],  # fmt: skip
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env=pipeline_env(),
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/health", process)
+    except Exception:
+        process.kill()
+        raise RuntimeError(f"mlflow server did not start:\n{log.read_text()}") from None
+    return process, url
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path):
+    """A real ``mlflow server`` process with a SQLite backend; yields its URL."""
+    process, url = start_mlflow_server(
+        f"sqlite:///{tmp_path / 'server.db'}",
+        tmp_path / "server-artifacts",
+        tmp_path / "mlflow.log",
+    )
+    yield url
+    stop(process)

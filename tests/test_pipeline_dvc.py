@@ -1,0 +1,129 @@
+"""The pipeline's DVC semantics and reproducibility, with real ``dvc`` in temporary git repos."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import make_project_repo, pipeline_env, run
+from mlflow import MlflowClient
+
+from credit_risk.contract import FEATURE_NAMES
+from credit_risk.model import load_model, predict_default_probability
+from credit_risk.pipeline import read_splits
+from credit_risk.tracking import EXPERIMENT_NAME, MODEL_NAME, production_version
+
+pytestmark = pytest.mark.slow
+
+
+def registry_state(uri: str) -> dict:
+    """Runs, versions and the Production version (alias and stage) in an MLflow store."""
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
+    runs = client.search_runs([experiment.experiment_id]) if experiment else []
+    versions = client.search_model_versions(f"name = '{MODEL_NAME}'")
+    production = production_version(client)
+    return {
+        "runs": len(runs),
+        "versions": sorted(int(v.version) for v in versions),
+        "production": int(production.version) if production else None,
+        "stages": {int(v.version): v.current_stage for v in versions},
+    }
+
+
+def embedded_uri(repo: Path) -> str:
+    return f"sqlite:///{repo / 'mlflow.db'}"
+
+
+def read_json(path: Path):
+    return json.loads(path.read_text())
+
+
+def held_out_probabilities(repo: Path) -> np.ndarray:
+    """The trained model's probabilities on the prepared test split of ``repo``."""
+    _, test_rows = read_splits(repo)
+    return predict_default_probability(
+        load_model(repo / "models/model.skops"), test_rows.loc[:, FEATURE_NAMES]
+    )
+
+
+def set_param(repo: Path, section: str, key: str, value) -> None:
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    node = params
+    for part in section.split("."):
+        node = node[part]
+    node[key] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def ran_stages(output: str) -> set[str]:
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+
+
+def test_two_clean_runs_are_identical(tmp_path: Path):
+    first = make_project_repo(tmp_path / "first")
+    second = make_project_repo(tmp_path / "second")
+    for repo in (first, second):
+        run(["dvc", "repro"], repo)
+
+    assert read_json(first / "data/fingerprint.json") == read_json(second / "data/fingerprint.json")
+    assert read_json(first / "reports/metrics.json") == read_json(second / "reports/metrics.json")
+    assert np.array_equal(held_out_probabilities(first), held_out_probabilities(second))
+    assert read_json(first / "models/model.json") == read_json(second / "models/model.json")
+    for repo in (first, second):
+        state = registry_state(embedded_uri(repo))
+        assert state["production"] == 1 and state["stages"] == {1: "Production"}
+
+
+def test_repro_semantics_registry_and_run_cache(project_repo: Path):
+    repo, uri = project_repo, embedded_uri(project_repo)
+    first = run(["dvc", "repro"], repo)
+    assert ran_stages(first.stdout) == {"prepare", "fingerprint", "train", "register"}
+    assert registry_state(uri) == {
+        "runs": 1, "versions": [1], "production": 1, "stages": {1: "Production"}
+    }  # fmt: skip
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "first model"], repo)
+
+    # Nothing changed: only the register stage runs, and it only confirms the registry.
+    again = run(["dvc", "repro"], repo)
+    assert ran_stages(again.stdout) == {"register"}
+    assert registry_state(uri)["runs"] == 1 and registry_state(uri)["versions"] == [1]
+    assert read_json(repo / "reports/registration.json")["decision"] == "already_production"
+
+    # One train param changes: train and register rerun; the weaker model is registered but
+    # the gate keeps the current Production model.
+    set_param(repo, "train", "model", "logistic_regression")
+    changed = run(["dvc", "repro"], repo)
+    assert ran_stages(changed.stdout) == {"train", "register"}
+    diff = run(["dvc", "params", "diff"], repo).stdout
+    assert "train.model" in diff and "logistic_regression" in diff
+    receipt = read_json(repo / "reports/registration.json")
+    assert receipt["decision"] == "rejected" and "max_auc_drop" in receipt["reason"]
+    assert registry_state(uri) == {
+        "runs": 2, "versions": [1, 2], "production": 1, "stages": {1: "Production", 2: "None"}
+    }  # fmt: skip
+
+    # Back to the committed params: DVC restores train from its run-cache without running it;
+    # register recognises version 1 and keeps it in Production.
+    run(["git", "checkout", "params.yaml"], repo)
+    restored = run(["dvc", "repro"], repo)
+    assert "train" not in ran_stages(restored.stdout)
+    assert "Stage 'train' is cached - skipping run, checking out outputs" in restored.stdout
+    assert registry_state(uri)["runs"] == 2 and registry_state(uri)["production"] == 1
+
+    # A fresh MLflow store with the DVC cache intact: the stages are restored, not rerun, and
+    # register still ends with the model in Production in the new store, exactly once.
+    fresh_uri = f"sqlite:///{repo / 'fresh.db'}"
+    fresh_env = pipeline_env(MLFLOW_TRACKING_URI=fresh_uri)
+    for output in ("models", "reports", "data/prepared", "data/fingerprint.json"):
+        run(["rm", "-rf", output], repo)
+    fresh = run(["dvc", "repro"], repo, fresh_env)
+    assert ran_stages(fresh.stdout) == {"register"}
+    assert registry_state(fresh_uri) == {
+        "runs": 1, "versions": [1], "production": 1, "stages": {1: "Production"}
+    }  # fmt: skip
+    run(["dvc", "repro"], repo, fresh_env)
+    assert registry_state(fresh_uri)["runs"] == 1 and registry_state(fresh_uri)["versions"] == [1]

@@ -1,0 +1,89 @@
+"""The pipeline against real MLflow tracking servers, and against one that is not there."""
+
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import free_port, pipeline_env, run, start_mlflow_server, stop
+from test_pipeline_dvc import registry_state, set_param
+
+from credit_risk.tracking import EXPERIMENT_NAME
+
+pytestmark = pytest.mark.slow
+
+
+def retrain_and_promote(repo: Path, env: dict, uri: str) -> None:
+    """A second model within the gate's margin becomes Production; the first is archived."""
+    set_param(repo, "train.hist_gradient_boosting", "max_iter", 190)
+    run(["dvc", "repro"], repo, env)
+    assert registry_state(uri) == {
+        "runs": 2, "versions": [1, 2], "production": 2, "stages": {1: "Archived", 2: "Production"}
+    }  # fmt: skip
+
+
+def test_pipeline_logs_to_a_tracking_server(project_repo: Path, mlflow_server: str):
+    env = pipeline_env(MLFLOW_TRACKING_URI=mlflow_server)
+    run(["dvc", "repro"], project_repo, env)
+    assert registry_state(mlflow_server) == {
+        "runs": 1, "versions": [1], "production": 1, "stages": {1: "Production"}
+    }  # fmt: skip
+    assert not (project_repo / "mlflow.db").exists()
+    run(["dvc", "repro"], project_repo, env)
+    assert registry_state(mlflow_server)["versions"] == [1]
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_server)
+    experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
+    logged = client.search_runs([experiment.experiment_id])[0]
+    fingerprint = (project_repo / "data/fingerprint.json").read_text()
+    assert logged.data.params["dataset_hash"] in fingerprint
+    assert logged.inputs.dataset_inputs[0].dataset.digest in logged.data.params["dataset_hash"]
+    artifacts = {a.path for a in client.list_artifacts(logged.info.run_id, "plots")}
+    assert artifacts == {"plots/roc.json", "plots/precision_recall.json", "plots/calibration.json"}
+    retrain_and_promote(project_repo, env, mlflow_server)
+
+
+def postgres_database() -> str | None:
+    """A new empty database on the local PostgreSQL, or None if it does not answer."""
+    import psycopg
+
+    name = f"mlflow_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres "
+                             "connect_timeout=3", autocommit=True) as connection:  # fmt: skip
+            connection.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError:
+        return None
+    return name
+
+
+def test_pipeline_with_a_postgresql_backed_server(project_repo: Path, tmp_path: Path):
+    database = postgres_database()
+    if database is None:
+        pytest.skip("PostgreSQL does not answer on 127.0.0.1:5432 (user postgres, trust auth)")
+    process, url = start_mlflow_server(
+        f"postgresql://postgres@127.0.0.1:5432/{database}",
+        tmp_path / "pg-artifacts",
+        tmp_path / "mlflow-pg.log",
+    )
+    env = pipeline_env(MLFLOW_TRACKING_URI=url)
+    try:
+        run(["dvc", "repro"], project_repo, env)
+        assert registry_state(url) == {
+            "runs": 1, "versions": [1], "production": 1, "stages": {1: "Production"}
+        }  # fmt: skip
+        retrain_and_promote(project_repo, env, url)
+    finally:
+        stop(process)
+
+
+def test_unreachable_server_fails_fast_and_registers_nothing(project_repo: Path):
+    run(["dvc", "repro", "train"], project_repo)
+    url = f"http://127.0.0.1:{free_port()}"
+    result = run(["dvc", "repro"], project_repo, pipeline_env(MLFLOW_TRACKING_URI=url),
+                 check=False, timeout=60)  # fmt: skip
+    assert result.returncode != 0
+    assert f"register: error: MLflow tracking server {url} is unreachable" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (project_repo / "reports/registration.json").exists()
