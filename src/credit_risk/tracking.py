@@ -103,8 +103,9 @@ def register(params: dict) -> str:
         decision, reason = _gate(client, version, auc, params["register"])
         if decision != "rejected":
             _promote(client, version)
-        client.set_model_version_tag(MODEL_NAME, version.version, "gate_decision", decision)
-        client.set_model_version_tag(MODEL_NAME, version.version, "gate_reason", reason)
+        if decision != "already_production":  # keep the tags of the decision that promoted it
+            client.set_model_version_tag(MODEL_NAME, version.version, "gate_decision", decision)
+            client.set_model_version_tag(MODEL_NAME, version.version, "gate_reason", reason)
     except MlflowException as error:
         raise TrackingError(f"MLflow at {uri}: {error.message}") from error
     receipt = {
