@@ -1,0 +1,380 @@
+"""The BentoML service over real HTTP: a `bentoml serve` subprocess on a free loopback port.
+
+A tiny Production model is trained by the pipeline functions into a temporary MLflow store and
+imported into a temporary BentoML home; nothing touches the project's own stores.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import mlflow
+import pandas as pd
+import psutil
+import pytest
+
+from credit_risk.contract import FEATURE_NAMES
+from credit_risk.serving_log import read_records
+
+ROOT = Path(__file__).resolve().parents[1]
+THRESHOLD = 0.3
+SAMPLE = {
+    "RevolvingUtilizationOfUnsecuredLines": 0.35,
+    "age": 45,
+    "NumberOfTime30_59DaysPastDueNotWorse": 0,
+    "DebtRatio": 0.3,
+    "MonthlyIncome": 5400.0,
+    "NumberOfOpenCreditLinesAndLoans": 8,
+    "NumberOfTimes90DaysLate": 0,
+    "NumberRealEstateLoansOrLines": 1,
+    "NumberOfTime60_89DaysPastDueNotWorse": 0,
+    "NumberOfDependents": None,
+}
+RISKY = SAMPLE | {"NumberOfTimes90DaysLate": 3, "RevolvingUtilizationOfUnsecuredLines": 1.2}
+PIPELINE = (
+    "from credit_risk import pipeline, tracking; from credit_risk.params import load_params; "
+    "p = load_params(); "
+    "[print(step(p)) for step in (pipeline.prepare, pipeline.fingerprint, pipeline.train, "
+    "tracking.register)]"
+)
+
+
+def run(args: list[str], env: dict, cwd: Path, check: bool = True):
+    """Run a command; fail with its output when ``check`` and it fails."""
+    result = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        pytest.fail(f"{args} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory) -> tuple[Path, dict]:
+    """A project folder with a trained Production model and the env pointing at its stores."""
+    folder = tmp_path_factory.mktemp("project")
+    raw = folder / "data" / "raw.csv"
+    raw.parent.mkdir()
+    shutil.copy(ROOT / "data" / "gmsc-synthetic.csv", raw)
+    params = (ROOT / "params.yaml").read_text(encoding="utf-8")
+    params = params.replace("data/gmsc-synthetic.csv", "data/raw.csv")
+    (folder / "params.yaml").write_text(params + f"\nserve:\n  threshold: {THRESHOLD}\n")
+    env = os.environ | {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
+        "BENTOML_HOME": str(folder / "bentoml"),
+        "CREDIT_RISK_PREDICTION_LOG": str(folder / "predictions"),
+        "CREDIT_RISK_SHIP_INTERVAL": "1",
+        "BENTOML_DO_NOT_TRACK": "true",
+    }
+    env.pop("DVC_ROOT", None)
+    run([sys.executable, "-c", PIPELINE], env, folder)
+    run([sys.executable, "-m", "credit_risk.service", "import"], env, folder)
+    return folder, env
+
+
+class Server:
+    """`bentoml serve` of the service (or of a bento) in its own process group."""
+
+    def __init__(
+        self,
+        env: dict,
+        cwd: Path,
+        target: str = "credit_risk.service:CreditRiskService",
+        bentoml: str = "bentoml",
+    ):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.output = cwd / f"serve-{self.port}.log"
+        with self.output.open("w") as output:
+            self.process = subprocess.Popen(
+                [bentoml, "serve", target, "--host", "127.0.0.1", "--port", str(self.port)],
+                env=env,
+                cwd=cwd,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"server exited:\n{self.output.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        self.stop(signal.SIGKILL)
+        pytest.fail(f"server not ready after 120 s:\n{self.output.read_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Signal the server and its workers (they run in sessions of their own); wait."""
+        processes = [psutil.Process(self.process.pid)]
+        processes += processes[0].children(recursive=True)
+        for process in processes:
+            process.send_signal(sig)
+        psutil.wait_procs(processes, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(project):
+    folder, env = project
+    server = Server(env, folder)
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def client(server):
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        yield client
+
+
+def test_import_refuses_without_production_model(project, tmp_path):
+    folder, env = project
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    mlflow.MlflowClient(empty).search_experiments()  # a store that exists, holding no model
+    env = env | {"MLFLOW_TRACKING_URI": empty, "BENTOML_HOME": str(tmp_path / "bentoml")}
+    result = run([sys.executable, "-m", "credit_risk.service", "import"], env, folder, False)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert empty in lines[0] and "credit-risk-model" in lines[0] and "Production" in lines[0]
+    assert not (tmp_path / "bentoml" / "models" / "credit-risk-model").exists()
+
+
+def test_import_again_keeps_the_served_model(project):
+    folder, env = project
+    result = run([sys.executable, "-m", "credit_risk.service", "import"], env, folder)
+    assert "is already credit-risk-model version 1 (Production)" in result.stdout
+
+
+def test_verify_script(server):
+    result = subprocess.run(
+        [str(ROOT / "tests" / "verify.sh"), server.url], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "/predict prediction" in result.stdout
+
+
+def test_status_health_and_model_info(client):
+    assert client.get("/").json()["status"] == "ok"
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["model_loaded"] is True
+    assert (health["model_version"], health["model_stage"]) == ("1", "Production")
+    assert health["prediction_log"]["ok"] is True
+    info = client.get("/model/info").json()
+    assert info["model_stage"] == "Production" and info["alias"] == "production"
+    assert info["model_name"] == "credit-risk-model" and info["model_version"] == "1"
+    assert len(info["dataset_hash"]) == 64 and len(info["run_id"]) == 32
+    assert 0.5 < info["metrics"]["roc_auc"] <= 1 and info["trained_at"]
+    assert info["decision_threshold"] == THRESHOLD
+
+
+def test_predict_matches_the_mlflow_model_and_threshold(project, client):
+    _, env = project
+    answers = [client.post("/predict", json=body).json() for body in (SAMPLE, RISKY)]
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    model = mlflow.pyfunc.load_model("models:/credit-risk-model@production")
+    frame = pd.DataFrame([SAMPLE, RISKY], columns=list(FEATURE_NAMES)).astype("float64")
+    expected = model.predict(frame)[:, 1]
+    for answer, probability in zip(answers, expected, strict=True):
+        assert answer["probability"] == pytest.approx(probability, abs=1e-12)
+        assert answer["prediction"] == int(probability >= THRESHOLD)
+        assert answer["model_version"] == "1" and answer["prediction_id"] and answer["timestamp"]
+    assert {answer["prediction"] for answer in answers} == {0, 1}
+
+
+def test_batch_of_10000(client):
+    rows = [SAMPLE | {"age": 20 + i % 70} for i in range(10_000)]
+    answer = client.post("/predict/batch", json={"applicants": rows})
+    assert answer.status_code == 200
+    predictions = answer.json()["predictions"]
+    assert len(predictions) == 10_000 and len({p["prediction_id"] for p in predictions}) == 10_000
+    single = client.post("/predict", json=rows[7]).json()
+    assert predictions[7]["probability"] == pytest.approx(single["probability"], abs=1e-12)
+
+
+BAD_BODIES = [
+    ("missing field", {k: v for k, v in SAMPLE.items() if k != "age"}, "age"),
+    ("extra field", SAMPLE | {"SeriousDlqin2yrs": 1}, "SeriousDlqin2yrs"),
+    ("negative", SAMPLE | {"DebtRatio": -1}, "DebtRatio"),
+    ("above maximum", SAMPLE | {"age": 121}, "age"),
+    ("fractional count", SAMPLE | {"NumberOfDependents": 1.5}, "NumberOfDependents"),
+    ("string number", SAMPLE | {"MonthlyIncome": "5400"}, "MonthlyIncome"),
+    ("boolean", SAMPLE | {"NumberOfTimes90DaysLate": True}, "NumberOfTimes90DaysLate"),
+    ("null not nullable", SAMPLE | {"age": None}, "age"),
+    ("huge integer", SAMPLE | {"NumberRealEstateLoansOrLines": 10**30}, "NumberRealEstateLoans"),
+    ("NaN", json.dumps(SAMPLE).replace('"DebtRatio": 0.3', '"DebtRatio": NaN'), "DebtRatio"),
+    ("Infinity", json.dumps(SAMPLE).replace("5400.0", "Infinity"), "MonthlyIncome"),
+    ("overflow", json.dumps(SAMPLE).replace("5400.0", "1e999"), "MonthlyIncome"),
+    ("not JSON", "{age: 1", "json_invalid"),
+    ("empty", "", "missing"),
+    ("list", [SAMPLE], "object"),
+    ("wrapped", {"applicant": SAMPLE}, "applicant"),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "named"), [case[1:] for case in BAD_BODIES], ids=[case[0] for case in BAD_BODIES]
+)
+def test_bad_body_is_4xx_naming_the_problem(client, body, named):
+    content = body if isinstance(body, str) else json.dumps(body)
+    answer = client.post("/predict", content=content, headers={"content-type": "application/json"})
+    assert answer.status_code == 400 and named in answer.text
+    batch = f'{{"applicants": [{json.dumps(SAMPLE)}, {content or "null"}]}}'
+    answer = client.post(
+        "/predict/batch", content=batch, headers={"content-type": "application/json"}
+    )
+    assert answer.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "content_type"),
+    [
+        ("/predict", json.dumps(SAMPLE), "multipart/form-data; boundary=x"),
+        ("/predict", json.dumps(SAMPLE), "application/vnd.bentoml+pickle"),
+        ("/predict", "age=1", "application/x-www-form-urlencoded"),
+        ("/predict/batch", json.dumps({"applicants": [SAMPLE]}), "multipart/form-data"),
+        ("/predict/batch", json.dumps({"applicants": [SAMPLE] * 10_001}), "application/json"),
+        ("/predict/batch", json.dumps({"applicants": []}), "application/json"),
+        ("/predict/batch", json.dumps({"applicants": [SAMPLE], "x": 1}), "application/json"),
+    ],
+)
+def test_bad_request_is_4xx(client, path, content, content_type):
+    answer = client.post(path, content=content, headers={"content-type": content_type})
+    assert 400 <= answer.status_code < 500, answer.text
+
+
+def test_predictions_logged_locally_and_in_mlflow(project, server, client):
+    folder, env = project
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: client.post("/predict", json=SAMPLE).json(), range(64)))
+    ids = {answer["prediction_id"] for answer in answers}
+    records = {r["prediction_id"]: r for r in read_records(folder / "predictions")}
+    assert ids <= records.keys()
+    record = records[answers[0]["prediction_id"]]
+    assert record["inputs"] == SAMPLE and record["model_version"] == "1"
+    assert record["probability"] == answers[0]["probability"]
+    assert record["prediction"] == answers[0]["prediction"]
+
+    deadline = time.monotonic() + 30
+    while (shipping := client.get("/health").json()["prediction_log"]["mlflow"])[
+        "shipped_records"
+    ] < len(records) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert shipping["ok"] and shipping["pending_bytes"] == 0, shipping
+    shipped = mlflow_records(env, shipping["run_id"])
+    assert ids <= shipped.keys()
+    run = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"]).get_run(shipping["run_id"])
+    assert run.data.tags["serving_model_version"] == "1"
+    assert run.data.metrics["predictions_total"] == len(shipped)
+    assert 0 <= run.data.metrics["probability_mean"] <= 1
+
+
+def mlflow_records(env: dict, run_id: str) -> dict[str, dict]:
+    """The prediction records shipped to a run's artifacts, by id."""
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    records = {}
+    for artifact in client.list_artifacts(run_id, "predictions"):
+        local = Path(client.download_artifacts(run_id, artifact.path))
+        for line in local.read_text().splitlines():
+            records[json.loads(line)["prediction_id"]] = json.loads(line)
+    return records
+
+
+@pytest.mark.slow
+def test_sigkill_under_load_loses_no_acknowledged_prediction(project, tmp_path):
+    """MLflow down and SIGKILL mid-burst; a restart with MLflow back ships every record."""
+    folder, env = project
+    env = env | {
+        "CREDIT_RISK_PREDICTION_LOG": str(tmp_path / "predictions"),
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
+    }
+    server = Server(env, folder)
+    acknowledged, stop = [], threading.Event()
+
+    def hammer():
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            while not stop.is_set():
+                try:
+                    answer = client.post("/predict", json=SAMPLE)
+                except httpx.HTTPError:
+                    return
+                if answer.status_code == 200:
+                    acknowledged.append(answer.json()["prediction_id"])
+
+    threads = [threading.Thread(target=hammer) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(3)
+    health = httpx.get(f"{server.url}/health").json()
+    server.stop(signal.SIGKILL)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert (
+        health["status"] == "degraded"
+        and "unreachable" in health["prediction_log"]["mlflow"]["error"]
+    )
+    assert len(acknowledged) > 100
+    logged = {record["prediction_id"] for record in read_records(tmp_path / "predictions")}
+    assert set(acknowledged) <= logged
+
+    restarted = Server(env | {"MLFLOW_TRACKING_URI": project[1]["MLFLOW_TRACKING_URI"]}, folder)
+    try:
+        deadline = time.monotonic() + 60
+        while (shipping := httpx.get(f"{restarted.url}/health").json()["prediction_log"]["mlflow"])[
+            "pending_bytes"
+        ] and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        restarted.stop()
+    assert shipping["ok"], shipping
+    assert logged <= mlflow_records(project[1], shipping["run_id"]).keys()
+
+
+@pytest.mark.slow
+def test_built_bento_serves_in_a_fresh_venv(project, tmp_path):
+    """`bentoml build`, export, import into an empty BentoML home, serve from a new venv."""
+    folder, env = project
+    bentoml = str(Path(sys.executable).parent / "bentoml")
+    run([bentoml, "build", "-f", str(ROOT / "bentofile.yaml"), str(ROOT / "src")], env, ROOT)
+    archive = tmp_path / "service.bento"
+    run([bentoml, "export", "credit-risk-service:latest", str(archive)], env, tmp_path)
+    bentos = Path(env["BENTOML_HOME"]) / "bentos" / "credit-risk-service"
+    version = (bentos / "latest").read_text().strip()
+    requirements = bentos / version / "env" / "python" / "requirements.txt"
+    venv = tmp_path / "venv"
+    run([sys.executable, "-m", "venv", str(venv)], env, tmp_path)
+    run([str(venv / "bin" / "pip"), "install", "-q", "-r", str(requirements)], env, tmp_path)
+    fresh = env | {
+        "BENTOML_HOME": str(tmp_path / "home"),
+        "CREDIT_RISK_PREDICTION_LOG": str(tmp_path / "predictions"),
+        "PATH": f"{venv / 'bin'}:{env['PATH']}",
+        "PYTHONPATH": "",
+    }
+    fresh.pop("VIRTUAL_ENV", None)
+    run([str(venv / "bin" / "bentoml"), "import", str(archive)], fresh, tmp_path)
+    server = Server(fresh, tmp_path, "credit-risk-service:latest", str(venv / "bin" / "bentoml"))
+    try:
+        result = subprocess.run(
+            [str(ROOT / "tests" / "verify.sh"), server.url], capture_output=True, text=True
+        )
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "credit-risk-model v1 Production" in result.stdout
