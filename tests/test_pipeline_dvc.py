@@ -70,6 +70,7 @@ def test_two_clean_runs_are_identical(tmp_path: Path):
 
     assert read_json(first / "data/fingerprint.json") == read_json(second / "data/fingerprint.json")
     assert read_json(first / "reports/metrics.json") == read_json(second / "reports/metrics.json")
+    assert 0.80 <= read_json(first / "reports/metrics.json")["roc_auc"] <= 0.87
     assert np.array_equal(held_out_probabilities(first), held_out_probabilities(second))
     assert read_json(first / "models/model.json") == read_json(second / "models/model.json")
     for repo in (first, second):

@@ -3,11 +3,15 @@
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import free_port, pipeline_env, run, start_mlflow_server, stop
 from test_pipeline_dvc import registry_state, set_param
 
-from credit_risk.tracking import EXPERIMENT_NAME
+from credit_risk.contract import FEATURE_NAMES
+from credit_risk.model import TRUSTED_TYPES
+from credit_risk.pipeline import read_splits
+from credit_risk.tracking import EXPERIMENT_NAME, MODEL_NAME
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +45,26 @@ def test_pipeline_logs_to_a_tracking_server(project_repo: Path, mlflow_server: s
     assert logged.inputs.dataset_inputs[0].dataset.digest in logged.data.params["dataset_hash"]
     artifacts = {a.path for a in client.list_artifacts(logged.info.run_id, "plots")}
     assert artifacts == {"plots/roc.json", "plots/precision_recall.json", "plots/calibration.json"}
+    served_model_loads_and_predicts(mlflow_server, project_repo)
     retrain_and_promote(project_repo, env, mlflow_server)
+
+
+def served_model_loads_and_predicts(uri: str, repo: Path) -> None:
+    """The registered model: skops format, signature, input example; predicts probabilities."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    model_uri = f"models:/{MODEL_NAME}@production"
+    model = mlflow.pyfunc.load_model(model_uri)
+    flavor = model.metadata.flavors["sklearn"]
+    assert flavor["serialization_format"] == "skops"
+    assert set(flavor["skops_trusted_types"]) == set(TRUSTED_TYPES)
+    assert model.metadata.get_input_schema().input_names() == list(FEATURE_NAMES)
+    assert model.metadata.saved_input_example_info is not None
+    _, test_rows = read_splits(repo)
+    probabilities = model.predict(test_rows.loc[:, FEATURE_NAMES].head(50))
+    assert probabilities.shape == (50, 2)
+    assert np.allclose(probabilities.sum(axis=1), 1.0)
 
 
 def postgres_database() -> str | None:
