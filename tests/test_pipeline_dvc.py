@@ -92,7 +92,8 @@ def test_repro_semantics_registry_and_run_cache(project_repo: Path):
     again = run(["dvc", "repro"], repo)
     assert ran_stages(again.stdout) == {"register"}
     assert registry_state(uri)["runs"] == 1 and registry_state(uri)["versions"] == [1]
-    assert read_json(repo / "reports/registration.json")["decision"] == "already_production"
+    receipt = read_json(repo / "reports/registration.json")
+    assert receipt["decision"] == "promoted" and receipt["reason"].startswith("decided before")
 
     # One train param changes: train and register rerun; the weaker model is registered but
     # the gate keeps the current Production model.
@@ -107,13 +108,22 @@ def test_repro_semantics_registry_and_run_cache(project_repo: Path):
         "runs": 2, "versions": [1, 2], "production": 1, "stages": {1: "Production", 2: "None"}
     }  # fmt: skip
 
+    # A version promoted by hand stays Production: rerunning the pipeline decides nothing anew.
+    run(["python", "-m", "credit_risk.tracking", "promote", "2"], repo)
+    assert registry_state(uri)["stages"] == {1: "Archived", 2: "Production"}
+    run(["dvc", "repro"], repo)
+    assert registry_state(uri)["production"] == 2
+
     # Back to the committed params: DVC restores train from its run-cache without running it;
-    # register recognises version 1 and keeps it in Production.
+    # register finds version 1 and its earlier decision, and changes nothing.
     run(["git", "checkout", "params.yaml"], repo)
     restored = run(["dvc", "repro"], repo)
     assert "train" not in ran_stages(restored.stdout)
     assert "Stage 'train' is cached - skipping run, checking out outputs" in restored.stdout
-    assert registry_state(uri)["runs"] == 2 and registry_state(uri)["production"] == 1
+    assert read_json(repo / "reports/registration.json")["version"] == 1
+    assert registry_state(uri) == {
+        "runs": 2, "versions": [1, 2], "production": 2, "stages": {1: "Archived", 2: "Production"}
+    }  # fmt: skip
 
     # A fresh MLflow store with the DVC cache intact: the stages are restored, not rerun, and
     # register still ends with the model in Production in the new store, exactly once.

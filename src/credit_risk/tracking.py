@@ -2,8 +2,8 @@
 
 :func:`register` is the ``register`` stage. It is idempotent: a model is identified by its
 *model fingerprint* (the SHA256 of its held-out predicted probabilities, written by the train
-stage), so running it again for the same model finds the run and the registry version it made
-before and only re-checks the promotion. That is why ``dvc repro`` can run it every time
+stage), so running it again for the same model finds the run, the registry version and the gate
+decision it made before, and changes nothing. That is why ``dvc repro`` can run it every time
 (see README), and it loads the model and the data only when it has a new run to log.
 """
 
@@ -89,8 +89,12 @@ def _check_server(uri: str) -> None:
 
 
 def register(params: dict) -> str:
-    """The ``register`` stage: log the trained model (once), register it (once), and promote it
-    if it passes the gate in ``params["register"]``. Writes the receipt; returns a summary."""
+    """The ``register`` stage: log the trained model (once), register it (once), and decide
+    (once) whether it passes the gate in ``params["register"]``; promote it if so.
+
+    A version that was decided on keeps its decision, so rerunning the pipeline never undoes a
+    promotion made by hand. Writes the receipt; returns a summary.
+    """
     root = project_root()
     uri = configure_tracking(root)
     fingerprint = read_json(MODEL_INFO)["model_fingerprint"]
@@ -100,12 +104,17 @@ def register(params: dict) -> str:
         experiment_id = _experiment_id(client, root)
         run_id = _find_run(client, experiment_id, fingerprint) or _log_run(params, experiment_id)
         version = _find_version(client, run_id) or _register_version(client, run_id)
-        decision, reason = _gate(client, version, auc, params["register"])
-        if decision != "rejected":
-            _promote(client, version)
-        if decision != "already_production":  # keep the tags of the decision that promoted it
-            client.set_model_version_tag(MODEL_NAME, version.version, "gate_decision", decision)
+        decision = version.tags.get("gate_decision")
+        if decision is None:
+            decision, reason = _gate(client, version, auc, params["register"])
+            if decision == "promoted":
+                _promote(client, version)
+            # Tagged last: a version without the tag has not been decided on yet.
             client.set_model_version_tag(MODEL_NAME, version.version, "gate_reason", reason)
+            client.set_model_version_tag(MODEL_NAME, version.version, "gate_decision", decision)
+        else:
+            reason = f"decided before: {version.tags.get('gate_reason')}"
+        production = production_version(client)
     except MlflowException as error:
         raise TrackingError(f"MLflow at {uri}: {error.message}") from error
     receipt = {
@@ -115,9 +124,13 @@ def register(params: dict) -> str:
         "model_fingerprint": fingerprint,
         "decision": decision,
         "reason": reason,
+        "production_version": int(production.version) if production else None,
     }
     write_json(RECEIPT, receipt)
-    return f"{MODEL_NAME} version {version.version}: {decision} ({reason}) [{uri}]"
+    return (
+        f"{MODEL_NAME} version {version.version}: {decision} ({reason}); "
+        f"Production is version {receipt['production_version']} [{uri}]"
+    )
 
 
 def production_version(client: MlflowClient):
@@ -233,10 +246,8 @@ def _register_version(client: MlflowClient, run_id: str):
 
 
 def _gate(client: MlflowClient, version, auc: float, gate: dict) -> tuple[str, str]:
-    """("promoted" | "already_production" | "rejected", why)."""
+    """("promoted" | "rejected", why) for a newly registered version."""
     current = production_version(client)
-    if current is not None and current.version == version.version:
-        return "already_production", f"version {version.version} is already in Production"
     min_auc, max_drop = float(gate["min_auc"]), float(gate["max_auc_drop"])
     if auc < min_auc:
         return "rejected", f"test ROC AUC {auc:.4f} is below register.min_auc {min_auc}"
@@ -269,3 +280,38 @@ def _promote(client: MlflowClient, version) -> None:
         for other in client.search_model_versions(f"name = '{MODEL_NAME}'"):
             if other.current_stage == PRODUCTION_STAGE and other.version != version.version:
                 client.transition_model_version_stage(MODEL_NAME, other.version, "Archived")
+
+
+def promote_by_hand(version: str) -> str:
+    """Make ``version`` the Production model (alias and stage), bypassing the gate."""
+    uri = configure_tracking(project_root())
+    client = MlflowClient()
+    try:
+        model_version = client.get_model_version(MODEL_NAME, version)
+        _promote(client, model_version)
+        client.set_model_version_tag(MODEL_NAME, version, "gate_decision", "promoted_by_hand")
+        client.set_model_version_tag(MODEL_NAME, version, "gate_reason", "promoted by hand")
+    except MlflowException as error:
+        raise TrackingError(f"MLflow at {uri}: {error.message}") from error
+    return f"{MODEL_NAME} version {version} is now Production (alias @{PRODUCTION_ALIAS}) [{uri}]"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m credit_risk.tracking promote VERSION``: promote a version by hand."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m credit_risk.tracking")
+    commands = parser.add_subparsers(dest="command", required=True)
+    promote = commands.add_parser("promote", help="make VERSION the Production model")
+    promote.add_argument("version", type=int)
+    args = parser.parse_args(argv)
+    try:
+        print(promote_by_hand(str(args.version)))
+    except TrackingError as error:
+        print(f"promote: error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()
