@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,24 +20,15 @@ import mlflow
 import pandas as pd
 import psutil
 import pytest
+from conftest import PROJECT, free_port, pipeline_env
 
-from credit_risk.contract import FEATURE_NAMES
+from credit_risk.contract import EXAMPLE_APPLICANT, FEATURE_NAMES
+from credit_risk.params import load_params
 from credit_risk.serving_log import read_records
 
-ROOT = Path(__file__).resolve().parents[1]
-THRESHOLD = 0.3
-SAMPLE = {
-    "RevolvingUtilizationOfUnsecuredLines": 0.35,
-    "age": 45,
-    "NumberOfTime30_59DaysPastDueNotWorse": 0,
-    "DebtRatio": 0.3,
-    "MonthlyIncome": 5400.0,
-    "NumberOfOpenCreditLinesAndLoans": 8,
-    "NumberOfTimes90DaysLate": 0,
-    "NumberRealEstateLoansOrLines": 1,
-    "NumberOfTime60_89DaysPastDueNotWorse": 0,
-    "NumberOfDependents": None,
-}
+ROOT = PROJECT
+THRESHOLD = load_params(PROJECT / "params.yaml")["serve"]["threshold"]
+SAMPLE = EXAMPLE_APPLICANT
 RISKY = SAMPLE | {"NumberOfTimes90DaysLate": 3, "RevolvingUtilizationOfUnsecuredLines": 1.2}
 PIPELINE = (
     "from credit_risk import pipeline, tracking; from credit_risk.params import load_params; "
@@ -56,12 +46,6 @@ def run(args: list[str], env: dict, cwd: Path, check: bool = True):
     return result
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def project(tmp_path_factory) -> tuple[Path, dict]:
     """A project folder with a trained Production model and the env pointing at its stores."""
@@ -71,15 +55,14 @@ def project(tmp_path_factory) -> tuple[Path, dict]:
     shutil.copy(ROOT / "data" / "gmsc-synthetic.csv", raw)
     params = (ROOT / "params.yaml").read_text(encoding="utf-8")
     params = params.replace("data/gmsc-synthetic.csv", "data/raw.csv")
-    (folder / "params.yaml").write_text(params + f"\nserve:\n  threshold: {THRESHOLD}\n")
-    env = os.environ | {
-        "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
-        "BENTOML_HOME": str(folder / "bentoml"),
-        "CREDIT_RISK_PREDICTION_LOG": str(folder / "predictions"),
-        "CREDIT_RISK_SHIP_INTERVAL": "1",
-        "BENTOML_DO_NOT_TRACK": "true",
-    }
-    env.pop("DVC_ROOT", None)
+    (folder / "params.yaml").write_text(params)
+    env = pipeline_env(
+        MLFLOW_TRACKING_URI=f"sqlite:///{folder / 'mlflow.db'}",
+        BENTOML_HOME=str(folder / "bentoml"),
+        CREDIT_RISK_PREDICTION_LOG=str(folder / "predictions"),
+        CREDIT_RISK_SHIP_INTERVAL="1",
+        BENTOML_DO_NOT_TRACK="true",
+    )
     run([sys.executable, "-c", PIPELINE], env, folder)
     run([sys.executable, "-m", "credit_risk.service", "import"], env, folder)
     return folder, env
@@ -160,6 +143,50 @@ def test_import_again_keeps_the_served_model(project):
     folder, env = project
     result = run([sys.executable, "-m", "credit_risk.service", "import"], env, folder)
     assert "is already credit-risk-model version 1 (Production)" in result.stdout
+
+
+def serve_refused(env: dict, cwd: Path) -> str:
+    """`bentoml serve` that must refuse to start: its one line of explanation."""
+    command = ["bentoml", "serve", "credit_risk.service:CreditRiskService", "--port", "0"]
+    result = run(command, env, cwd, check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if "refusing to start" in line]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_serve_refuses_without_production_version(project, tmp_path):
+    folder, env = project
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    mlflow.MlflowClient(empty).search_experiments()
+    line = serve_refused(env | {"MLFLOW_TRACKING_URI": empty}, folder)
+    assert empty in line and "credit-risk-model" in line and "no Production version" in line
+
+
+def test_serve_refuses_a_stale_model_until_imported(project, tmp_path):
+    """Production moved by hand: the old import is refused; after `import` the new one serves."""
+    folder, env = project
+    shutil.copy(folder / "mlflow.db", tmp_path / "mlflow.db")
+    env = env | {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    files = client.get_model_version_download_uri("credit-risk-model", "1")
+    run_id = client.get_model_version("credit-risk-model", "1").run_id
+    second = client.create_model_version("credit-risk-model", files, run_id)
+    client.set_registered_model_alias("credit-risk-model", "production", second.version)
+
+    line = serve_refused(env, folder)
+    assert env["MLFLOW_TRACKING_URI"] in line and "credit-risk-model" in line
+    assert "is version 2" in line and "is version 1" in line
+    assert "python -m credit_risk.service import" in line
+
+    env["BENTOML_HOME"] = str(tmp_path / "bentoml")
+    run([sys.executable, "-m", "credit_risk.service", "import"], env, folder)
+    server = Server(env | {"CREDIT_RISK_PREDICTION_LOG": str(tmp_path / "predictions")}, folder)
+    try:
+        assert httpx.get(f"{server.url}/model/info").json()["model_version"] == "2"
+    finally:
+        server.stop()
 
 
 def test_verify_script(server):
@@ -298,13 +325,42 @@ def mlflow_records(env: dict, run_id: str) -> dict[str, dict]:
 
 @pytest.mark.slow
 def test_sigkill_under_load_loses_no_acknowledged_prediction(project, tmp_path):
-    """MLflow down and SIGKILL mid-burst; a restart with MLflow back ships every record."""
+    """MLflow goes down, then SIGKILL mid-burst; a restart with MLflow back ships every record.
+
+    The service starts against a tracking server (it checks the Production version there),
+    which is then stopped.
+    """
     folder, env = project
-    env = env | {
-        "CREDIT_RISK_PREDICTION_LOG": str(tmp_path / "predictions"),
-        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
-    }
-    server = Server(env, folder)
+    port = free_port()
+    tracking = subprocess.Popen(
+        ["mlflow", "server", "--backend-store-uri", env["MLFLOW_TRACKING_URI"]]
+        + ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        env = env | {
+            "CREDIT_RISK_PREDICTION_LOG": str(tmp_path / "predictions"),
+            "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}",
+        }
+        server = Server(env, folder)
+    finally:
+        os.killpg(tracking.pid, signal.SIGKILL)
+        tracking.wait()
+    deadline = time.monotonic() + 30  # until a shipment has failed
+    while httpx.get(f"{server.url}/health").json()["status"] != "degraded":
+        assert time.monotonic() < deadline, "shipping to a stopped MLflow did not fail"
+        time.sleep(0.3)
     acknowledged, stop = [], threading.Event()
 
     def hammer():
@@ -320,7 +376,9 @@ def test_sigkill_under_load_loses_no_acknowledged_prediction(project, tmp_path):
     threads = [threading.Thread(target=hammer) for _ in range(8)]
     for thread in threads:
         thread.start()
-    time.sleep(3)
+    deadline = time.monotonic() + 60  # kill mid-burst, once enough answers arrived
+    while len(acknowledged) <= 100 and time.monotonic() < deadline:
+        time.sleep(0.1)
     health = httpx.get(f"{server.url}/health").json()
     server.stop(signal.SIGKILL)
     stop.set()
@@ -349,7 +407,10 @@ def test_sigkill_under_load_loses_no_acknowledged_prediction(project, tmp_path):
 
 @pytest.mark.slow
 def test_built_bento_serves_in_a_fresh_venv(project, tmp_path):
-    """`bentoml build`, export, import into an empty BentoML home, serve from a new venv."""
+    """`bentoml build`, export, import into an empty BentoML home, serve from a new venv.
+
+    With no tracking store configured the bento serves its packaged model unchecked.
+    """
     folder, env = project
     bentoml = str(Path(sys.executable).parent / "bentoml")
     run([bentoml, "build", "-f", str(ROOT / "bentofile.yaml"), str(ROOT / "src")], env, ROOT)
@@ -368,6 +429,7 @@ def test_built_bento_serves_in_a_fresh_venv(project, tmp_path):
         "PYTHONPATH": "",
     }
     fresh.pop("VIRTUAL_ENV", None)
+    fresh.pop("MLFLOW_TRACKING_URI")
     run([str(venv / "bin" / "bentoml"), "import", str(archive)], fresh, tmp_path)
     server = Server(fresh, tmp_path, "credit-risk-service:latest", str(venv / "bin" / "bentoml"))
     try:

@@ -112,3 +112,17 @@ TARGET = "SeriousDlqin2yrs"
 """Person experienced 90 days past due delinquency or worse (1) or not (0); same name in both."""
 
 KAGGLE_TO_CANONICAL: dict[str, str] = {f.kaggle_name: f.name for f in FEATURES} | {TARGET: TARGET}
+
+EXAMPLE_APPLICANT: dict[str, float | int | None] = {
+    "RevolvingUtilizationOfUnsecuredLines": 0.35,
+    "age": 45,
+    "NumberOfTime30_59DaysPastDueNotWorse": 0,
+    "DebtRatio": 0.3,
+    "MonthlyIncome": 5400.0,
+    "NumberOfOpenCreditLinesAndLoans": 8,
+    "NumberOfTimes90DaysLate": 0,
+    "NumberRealEstateLoansOrLines": 1,
+    "NumberOfTime60_89DaysPastDueNotWorse": 0,
+    "NumberOfDependents": None,
+}
+"""One applicant as the HTTP API takes it (canonical names), for docs, tests and benchmarks."""

@@ -19,6 +19,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
@@ -66,7 +67,7 @@ class PredictionLog:
 
     def append(self, records: list[dict]) -> None:
         """Write and fsync ``records``; raises if they could not be made durable."""
-        data = b"".join(json.dumps(record).encode() + b"\n" for record in records)
+        data = b"".join(orjson.dumps(record) + b"\n" for record in records)
         with self._lock:
             try:
                 self._file.write(data)
