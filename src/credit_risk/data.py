@@ -8,11 +8,10 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from credit_risk.contract import FEATURE_NAMES, FEATURES, KAGGLE_TO_CANONICAL, TARGET
+from credit_risk.files import SPLIT_COLUMN
 
 MISSING_TOKENS = ("", "NA")
 """Cell texts that mean "no value" (the Kaggle file writes ``NA``)."""
-
-SPLIT_COLUMN = "split"
 
 
 class DataError(ValueError):

@@ -11,6 +11,9 @@ METRICS = Path("reports/metrics.json")
 PLOTS = Path("reports/plots")
 RECEIPT = Path("reports/registration.json")
 
+SPLIT_COLUMN = "split"
+"""The column of the prepared data that says ``"train"`` or ``"test"``."""
+
 
 def read_json(path: Path):
     """Parse a JSON file."""

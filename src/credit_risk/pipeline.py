@@ -1,6 +1,7 @@
 """The data and model stages as functions: files in, files out, settings from ``params.yaml``.
 
-The fourth stage, ``register``, is :func:`credit_risk.tracking.register`.
+The fourth stage, ``register``, is :func:`credit_risk.tracking.register`. Each stage runs in a
+process of its own, so each imports scikit-learn (over a second) only if it uses it.
 """
 
 import hashlib
@@ -10,15 +11,23 @@ import numpy as np
 import pandas as pd
 
 from credit_risk.contract import FEATURE_NAMES, TARGET
-from credit_risk.data import SPLIT_COLUMN, load_applicants, split_applicants
-from credit_risk.evaluate import classification_metrics, curves
-from credit_risk.files import FINGERPRINT, METRICS, MODEL, MODEL_INFO, PLOTS, PREPARED, write_json
+from credit_risk.files import (
+    FINGERPRINT,
+    METRICS,
+    MODEL,
+    MODEL_INFO,
+    PLOTS,
+    PREPARED,
+    SPLIT_COLUMN,
+    write_json,
+)
 from credit_risk.fingerprint import describe_dataset
-from credit_risk.model import build_model, predict_default_probability, save_model
 
 
 def prepare(params: dict) -> str:
     """Validate the raw CSV, rename to canonical columns, assign the train/test split."""
+    from credit_risk.data import load_applicants, split_applicants
+
     applicants = load_applicants(params["data"]["raw"])
     settings = params["prepare"]
     applicants[SPLIT_COLUMN] = split_applicants(
@@ -39,6 +48,9 @@ def fingerprint(params: dict) -> str:
 
 def train(params: dict) -> str:
     """Fit the model on the train split, evaluate it on the test split."""
+    from credit_risk.evaluate import classification_metrics, curves
+    from credit_risk.model import build_model, predict_default_probability, save_model
+
     settings = params["train"]
     train_rows, test_rows = read_splits()
     model = build_model(settings)

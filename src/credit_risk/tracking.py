@@ -26,6 +26,7 @@ from credit_risk.files import (
     MODEL_INFO,
     PLOTS,
     RECEIPT,
+    SPLIT_COLUMN,
     read_json,
     write_json,
 )
@@ -169,7 +170,6 @@ def _log_run(params: dict, experiment_id: str) -> str:
     """Log a new run: params, metrics, dataset input, plots, model (tagged last)."""
     from mlflow.models import infer_signature
 
-    from credit_risk.data import SPLIT_COLUMN
     from credit_risk.model import TRUSTED_TYPES, load_model, predict_default_probability
     from credit_risk.pipeline import read_splits
 
