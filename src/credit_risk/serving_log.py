@@ -23,7 +23,7 @@ import orjson
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
-from credit_risk.tracking import EXPERIMENT_NAME, MODEL_NAME, configure_tracking, project_root
+from credit_risk.tracking import MODEL_NAME, configure_tracking, experiment_id, project_root
 
 LOG_DIR_ENV = "CREDIT_RISK_PREDICTION_LOG"
 SHIP_INTERVAL_ENV = "CREDIT_RISK_SHIP_INTERVAL"
@@ -117,17 +117,14 @@ class Shipper(threading.Thread):
         self._save(state)
 
     def _serving_run(self, client: MlflowClient) -> str:
-        experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
-        experiment_id = (
-            experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT_NAME)
-        )
+        experiment = experiment_id(client, project_root())
         tags = {"serving_model_name": MODEL_NAME, "serving_model_version": self.model_version}
         query = " and ".join(f"tags.{key} = '{value}'" for key, value in tags.items())
-        runs = client.search_runs([experiment_id], filter_string=query, max_results=1)
+        runs = client.search_runs([experiment], filter_string=query, max_results=1)
         if runs:
             return runs[0].info.run_id
         run = client.create_run(
-            experiment_id,
+            experiment,
             run_name=f"serving-v{self.model_version}",
             tags={**tags, **{f"model_{k}": v for k, v in self.model_labels.items()}},
         )

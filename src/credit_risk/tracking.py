@@ -102,8 +102,8 @@ def register(params: dict) -> str:
     auc = read_json(METRICS)["roc_auc"]
     client = MlflowClient()
     try:
-        experiment_id = _experiment_id(client, root)
-        run_id = _find_run(client, experiment_id, fingerprint) or _log_run(params, experiment_id)
+        experiment = experiment_id(client, root)
+        run_id = _find_run(client, experiment, fingerprint) or _log_run(params, experiment)
         version = _find_version(client, run_id) or _register_version(client, run_id)
         decision = version.tags.get("gate_decision")
         if decision is None:
@@ -144,7 +144,8 @@ def production_version(client: MlflowClient):
         raise
 
 
-def _experiment_id(client: MlflowClient, root: Path) -> str:
+def experiment_id(client: MlflowClient, root: Path) -> str:
+    """The experiment's id, creating it (artifacts in the project for the embedded store)."""
     experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
     if experiment is not None:
         return experiment.experiment_id
