@@ -30,8 +30,6 @@ from credit_risk.contract import EXAMPLE_APPLICANT, FEATURE_NAMES
 from credit_risk.params import load_params
 from credit_risk.tracking import MODEL_NAME, PRODUCTION_ALIAS, embedded_tracking_uri
 
-SAMPLE = EXAMPLE_APPLICANT
-
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -143,13 +141,13 @@ async def main() -> None:
         await wait_ready(f"{bento_url}/readyz", bento, work / "bentoml.log")
         await wait_ready(f"{mlflow_url}/ping", served, work / "mlflow.log")
 
-        values = [[SAMPLE[name] for name in FEATURE_NAMES]]
+        values = [[EXAMPLE_APPLICANT[name] for name in FEATURE_NAMES]]
         frame = {"dataframe_split": {"columns": list(FEATURE_NAMES), "data": values}}
         many = {"dataframe_split": {"columns": list(FEATURE_NAMES), "data": values * args.rows}}
         servers = {
             "bentoml": (
-                (f"{bento_url}/predict", SAMPLE),
-                (f"{bento_url}/predict/batch", {"applicants": [SAMPLE] * args.rows}),
+                (f"{bento_url}/predict", EXAMPLE_APPLICANT),
+                (f"{bento_url}/predict/batch", {"applicants": [EXAMPLE_APPLICANT] * args.rows}),
             ),
             "mlflow": ((f"{mlflow_url}/invocations", frame), (f"{mlflow_url}/invocations", many)),
         }

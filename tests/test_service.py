@@ -22,13 +22,12 @@ import psutil
 import pytest
 from conftest import PROJECT, free_port, pipeline_env
 
-from credit_risk.contract import EXAMPLE_APPLICANT, FEATURE_NAMES
+from credit_risk.contract import EXAMPLE_APPLICANT as SAMPLE
+from credit_risk.contract import FEATURE_NAMES
 from credit_risk.params import load_params
 from credit_risk.serving_log import read_records
 
-ROOT = PROJECT
 THRESHOLD = load_params(PROJECT / "params.yaml")["serve"]["threshold"]
-SAMPLE = EXAMPLE_APPLICANT
 RISKY = SAMPLE | {"NumberOfTimes90DaysLate": 3, "RevolvingUtilizationOfUnsecuredLines": 1.2}
 PIPELINE = (
     "from credit_risk import pipeline, tracking; from credit_risk.params import load_params; "
@@ -52,8 +51,8 @@ def project(tmp_path_factory) -> tuple[Path, dict]:
     folder = tmp_path_factory.mktemp("project")
     raw = folder / "data" / "raw.csv"
     raw.parent.mkdir()
-    shutil.copy(ROOT / "data" / "gmsc-synthetic.csv", raw)
-    params = (ROOT / "params.yaml").read_text(encoding="utf-8")
+    shutil.copy(PROJECT / "data" / "gmsc-synthetic.csv", raw)
+    params = (PROJECT / "params.yaml").read_text(encoding="utf-8")
     params = params.replace("data/gmsc-synthetic.csv", "data/raw.csv")
     (folder / "params.yaml").write_text(params)
     env = pipeline_env(
@@ -191,7 +190,7 @@ def test_serve_refuses_a_stale_model_until_imported(project, tmp_path):
 
 def test_verify_script(server):
     result = subprocess.run(
-        [str(ROOT / "tests" / "verify.sh"), server.url], capture_output=True, text=True
+        [str(PROJECT / "tests" / "verify.sh"), server.url], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
     assert "/predict prediction" in result.stdout
@@ -413,7 +412,11 @@ def test_built_bento_serves_in_a_fresh_venv(project, tmp_path):
     """
     folder, env = project
     bentoml = str(Path(sys.executable).parent / "bentoml")
-    run([bentoml, "build", "-f", str(ROOT / "bentofile.yaml"), str(ROOT / "src")], env, ROOT)
+    run(
+        [bentoml, "build", "-f", str(PROJECT / "bentofile.yaml"), str(PROJECT / "src")],
+        env,
+        PROJECT,
+    )
     archive = tmp_path / "service.bento"
     run([bentoml, "export", "credit-risk-service:latest", str(archive)], env, tmp_path)
     bentos = Path(env["BENTOML_HOME"]) / "bentos" / "credit-risk-service"
@@ -434,7 +437,7 @@ def test_built_bento_serves_in_a_fresh_venv(project, tmp_path):
     server = Server(fresh, tmp_path, "credit-risk-service:latest", str(venv / "bin" / "bentoml"))
     try:
         result = subprocess.run(
-            [str(ROOT / "tests" / "verify.sh"), server.url], capture_output=True, text=True
+            [str(PROJECT / "tests" / "verify.sh"), server.url], capture_output=True, text=True
         )
     finally:
         server.stop()

@@ -23,7 +23,12 @@ import orjson
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
-from credit_risk.tracking import MODEL_NAME, configure_tracking, experiment_id, project_root
+from credit_risk.tracking import (
+    MODEL_NAME,
+    configure_tracking,
+    get_or_create_experiment,
+    project_root,
+)
 
 LOG_DIR_ENV = "CREDIT_RISK_PREDICTION_LOG"
 SHIP_INTERVAL_ENV = "CREDIT_RISK_SHIP_INTERVAL"
@@ -117,7 +122,7 @@ class Shipper(threading.Thread):
         self._save(state)
 
     def _serving_run(self, client: MlflowClient) -> str:
-        experiment = experiment_id(client, project_root())
+        experiment = get_or_create_experiment(client, project_root())
         tags = {"serving_model_name": MODEL_NAME, "serving_model_version": self.model_version}
         query = " and ".join(f"tags.{key} = '{value}'" for key, value in tags.items())
         runs = client.search_runs([experiment], filter_string=query, max_results=1)

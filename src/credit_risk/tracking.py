@@ -102,7 +102,7 @@ def register(params: dict) -> str:
     auc = read_json(METRICS)["roc_auc"]
     client = MlflowClient()
     try:
-        experiment = experiment_id(client, root)
+        experiment = get_or_create_experiment(client, root)
         run_id = _find_run(client, experiment, fingerprint) or _log_run(params, experiment)
         version = _find_version(client, run_id) or _register_version(client, run_id)
         decision = version.tags.get("gate_decision")
@@ -144,7 +144,7 @@ def production_version(client: MlflowClient):
         raise
 
 
-def experiment_id(client: MlflowClient, root: Path) -> str:
+def get_or_create_experiment(client: MlflowClient, root: Path) -> str:
     """The experiment's id, creating it (artifacts in the project for the embedded store)."""
     experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
     if experiment is not None:
