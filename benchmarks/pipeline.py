@@ -25,8 +25,8 @@ from sklearn.impute import SimpleImputer
 from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 
-from credit_risk.contract import FEATURE_NAMES, TARGET
-from credit_risk.pipeline import read_splits
+from credit_risk.ml.contract import FEATURE_NAMES, TARGET
+from credit_risk.pipeline.paths import read_splits
 
 PROJECT = Path(__file__).resolve().parent.parent
 COPIED = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", "stages", "src"]

@@ -24,11 +24,12 @@ from pathlib import Path
 
 import aiohttp
 import psutil
-import yaml
 
-from credit_risk.contract import EXAMPLE_APPLICANT, FEATURE_NAMES
-from credit_risk.params import load_params
-from credit_risk.tracking import MODEL_NAME, PRODUCTION_ALIAS, embedded_tracking_uri
+from credit_risk.ml.contract import EXAMPLE_APPLICANT, FEATURE_NAMES
+from credit_risk.registry.names import MODEL_NAME, PRODUCTION_ALIAS
+from credit_risk.registry.store import embedded_tracking_uri
+
+SERVICE = "credit_risk.serving.service:CreditRiskService"
 
 
 def free_port() -> int:
@@ -109,23 +110,16 @@ async def main() -> None:
     root = Path.cwd()
     tracking = os.environ.get("MLFLOW_TRACKING_URI") or embedded_tracking_uri(root)
     work = Path(tempfile.mkdtemp(prefix="serving-benchmark-"))
-    params = load_params(root / "params.yaml")
-    params.setdefault("serve", {}).setdefault("threshold", 0.5)
-    (work / "params.yaml").write_text(yaml.safe_dump(params))
     env = os.environ | {"MLFLOW_TRACKING_URI": tracking, "BENTOML_HOME": str(work / "bentoml")}
-    subprocess.run(
-        [sys.executable, "-m", "credit_risk.service", "import", "--params", "params.yaml"],
-        env=env,
-        cwd=work,
-        check=True,
-    )
+    credit_risk = str(Path(sys.executable).parent / "credit-risk")
+    subprocess.run([credit_risk, "import"], env=env, cwd=work, check=True)
     bento_env = env | {
         "CREDIT_RISK_PREDICTION_LOG": str(work / "predictions"),
         "CREDIT_RISK_SHIP_INTERVAL": "86400",  # the service checks the store but ships nothing
     }
     bento_port, mlflow_port = free_port(), free_port()
     bento = start(
-        ["bentoml", "serve", "credit_risk.service:CreditRiskService", "--port", str(bento_port)],
+        ["bentoml", "serve", SERVICE, "--port", str(bento_port)],
         bento_env,
         work / "bentoml.log",
     )

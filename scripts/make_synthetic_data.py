@@ -6,7 +6,7 @@ Usage: python scripts/make_synthetic_data.py [--rows N] [--seed S] [--output PAT
 import argparse
 from pathlib import Path
 
-from credit_risk.synthetic import generate_csv
+from credit_risk.ml.synthetic import generate_csv
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = PROJECT_ROOT / "data" / "gmsc-synthetic.csv"

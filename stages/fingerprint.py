@@ -1,7 +1,7 @@
 """DVC stage `fingerprint`: hash the prepared dataset's values."""
 
-from credit_risk.cli import run_stage
-from credit_risk.pipeline import fingerprint
+from credit_risk.pipeline.fingerprint import fingerprint
+from credit_risk.pipeline.runner import run_stage
 
 if __name__ == "__main__":
     run_stage(fingerprint)

@@ -1,7 +1,7 @@
 """DVC stage `prepare`: validate the raw CSV against the feature contract and split it."""
 
-from credit_risk.cli import run_stage
-from credit_risk.pipeline import prepare
+from credit_risk.pipeline.prepare import prepare
+from credit_risk.pipeline.runner import run_stage
 
 if __name__ == "__main__":
     run_stage(prepare)

@@ -1,7 +1,7 @@
 """DVC stage `train`: fit the model pipeline and evaluate it on the held-out split."""
 
-from credit_risk.cli import run_stage
-from credit_risk.pipeline import train
+from credit_risk.pipeline.runner import run_stage
+from credit_risk.pipeline.train import train
 
 if __name__ == "__main__":
     run_stage(train)

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -9,10 +10,13 @@ import time
 import urllib.request
 from pathlib import Path
 
+import httpx
+import psutil
 import pytest
 
 PROJECT = Path(__file__).resolve().parent.parent
 REAL_DATA = PROJECT.parent / "shared" / "data" / "gmsc" / "cs-training.csv"
+SERVICE = "credit_risk.serving.service:CreditRiskService"
 PIPELINE_FILES = [
     "dvc.yaml",
     "params.yaml",
@@ -144,3 +148,47 @@ def mlflow_server(tmp_path: Path):
     )
     yield url
     stop(process)
+
+
+class Server:
+    """`bentoml serve` of the service (or of a bento) in its own process group."""
+
+    def __init__(
+        self,
+        env: dict,
+        cwd: Path,
+        target: str = SERVICE,
+        bentoml: str = "bentoml",
+    ):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.output = cwd / f"serve-{self.port}.log"
+        with self.output.open("w") as output:
+            self.process = subprocess.Popen(
+                [bentoml, "serve", target, "--host", "127.0.0.1", "--port", str(self.port)],
+                env=env,
+                cwd=cwd,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"server exited:\n{self.output.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        self.stop(signal.SIGKILL)
+        pytest.fail(f"server not ready after 120 s:\n{self.output.read_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Signal the server and its workers (they run in sessions of their own); wait."""
+        processes = [psutil.Process(self.process.pid)]
+        processes += processes[0].children(recursive=True)
+        for process in processes:
+            process.send_signal(sig)
+        psutil.wait_procs(processes, timeout=30)

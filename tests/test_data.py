@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from credit_risk.contract import FEATURE_NAMES, FEATURES, TARGET
-from credit_risk.data import DataError, load_applicants, split_applicants
+from credit_risk.ml.contract import FEATURE_NAMES, FEATURES, TARGET
+from credit_risk.ml.data import DataError, load_applicants, split_applicants
 
 HEADER = "," + ",".join([TARGET, *(f.kaggle_name for f in FEATURES)])
 GOOD_ROW = "1,0,0.766126609,45,2,0.802982129,9120,13,0,6,0,2"

@@ -6,8 +6,9 @@ import shutil
 import numpy as np
 from test_data import GOOD_ROW, NA_ROW, SENTINEL_ROW, write_csv
 
-from credit_risk.data import load_applicants
-from credit_risk.fingerprint import COLUMNS, dataset_sha256, describe_dataset
+from credit_risk.ml.data import load_applicants
+from credit_risk.ml.fingerprints import DATASET_COLUMNS as COLUMNS
+from credit_risk.ml.fingerprints import dataset_fingerprint, dataset_sha256
 
 
 def test_matches_the_documented_definition(tmp_path):
@@ -41,7 +42,9 @@ def test_changes_with_any_value_or_row_order(tmp_path):
 
 
 def test_describes_size_positives_and_schema(tmp_path):
-    record = describe_dataset(load_applicants(write_csv(tmp_path, GOOD_ROW, NA_ROW, SENTINEL_ROW)))
+    record = dataset_fingerprint(
+        load_applicants(write_csv(tmp_path, GOOD_ROW, NA_ROW, SENTINEL_ROW))
+    )
     assert record["rows"] == 3 and record["positives"] == 2 and record["columns"] == 11
     assert record["schema"]["SeriousDlqin2yrs"] == "int64"
     assert record["schema"]["age"] == "float64"

@@ -7,10 +7,10 @@ import skops.io
 from conftest import PROJECT
 from sklearn.metrics import roc_auc_score
 
-from credit_risk.contract import FEATURE_NAMES, TARGET
-from credit_risk.data import load_applicants, split_applicants
-from credit_risk.features import DERIVED_FEATURES, CreditFeatures
-from credit_risk.model import TRUSTED_TYPES, build_model, load_model, save_model
+from credit_risk.ml.contract import FEATURE_NAMES, TARGET
+from credit_risk.ml.data import load_applicants, split_applicants
+from credit_risk.ml.features import DERIVED_FEATURES, CreditFeatures
+from credit_risk.ml.model import TRUSTED_TYPES, build_model, load_model, save_model
 from credit_risk.params import load_params
 
 

@@ -5,8 +5,8 @@ import sys
 
 from conftest import PROJECT
 
+from credit_risk.ml.synthetic import generate_csv
 from credit_risk.params import load_params
-from credit_risk.synthetic import generate_csv
 
 SYNTHETIC = PROJECT / "data" / "gmsc-synthetic.csv"
 

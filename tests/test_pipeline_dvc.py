@@ -3,16 +3,18 @@
 import json
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import yaml
-from conftest import make_project_repo, pipeline_env, run
+from conftest import Server, make_project_repo, pipeline_env, run
 from mlflow import MlflowClient
 
-from credit_risk.contract import FEATURE_NAMES
-from credit_risk.model import load_model, predict_default_probability
-from credit_risk.pipeline import read_splits
-from credit_risk.tracking import EXPERIMENT_NAME, MODEL_NAME, production_version
+from credit_risk.ml.contract import EXAMPLE_APPLICANT, FEATURE_NAMES
+from credit_risk.ml.model import load_model, predict_default_probability
+from credit_risk.pipeline.paths import read_splits
+from credit_risk.registry.lookups import production_version
+from credit_risk.registry.names import EXPERIMENT_NAME, MODEL_NAME
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +70,9 @@ def test_two_clean_runs_are_identical(tmp_path: Path):
     for repo in (first, second):
         run(["dvc", "repro"], repo)
 
-    assert read_json(first / "data/fingerprint.json") == read_json(second / "data/fingerprint.json")
+    assert read_json(first / "data/dataset_fingerprint.json") == read_json(
+        second / "data/dataset_fingerprint.json"
+    )
     assert read_json(first / "reports/metrics.json") == read_json(second / "reports/metrics.json")
     assert 0.80 <= read_json(first / "reports/metrics.json")["roc_auc"] <= 0.87
     assert np.array_equal(held_out_probabilities(first), held_out_probabilities(second))
@@ -109,7 +113,7 @@ def test_repro_semantics_registry_and_run_cache(project_repo: Path):
     }  # fmt: skip
 
     # A version promoted by hand stays Production: rerunning the pipeline decides nothing anew.
-    run(["python", "-m", "credit_risk.tracking", "promote", "2"], repo)
+    run(["credit-risk", "promote", "2"], repo)
     assert registry_state(uri)["stages"] == {1: "Archived", 2: "Production"}
     run(["dvc", "repro"], repo)
     assert registry_state(uri)["production"] == 2
@@ -129,7 +133,7 @@ def test_repro_semantics_registry_and_run_cache(project_repo: Path):
     # register still ends with the model in Production in the new store, exactly once.
     fresh_uri = f"sqlite:///{repo / 'fresh.db'}"
     fresh_env = pipeline_env(MLFLOW_TRACKING_URI=fresh_uri)
-    for output in ("models", "reports", "data/prepared", "data/fingerprint.json"):
+    for output in ("models", "reports", "data/prepared", "data/dataset_fingerprint.json"):
         run(["rm", "-rf", output], repo)
     fresh = run(["dvc", "repro"], repo, fresh_env)
     assert ran_stages(fresh.stdout) == {"register"}
@@ -138,3 +142,34 @@ def test_repro_semantics_registry_and_run_cache(project_repo: Path):
     }  # fmt: skip
     run(["dvc", "repro"], repo, fresh_env)
     assert registry_state(fresh_uri)["runs"] == 1 and registry_state(fresh_uri)["versions"] == [1]
+
+
+def test_threshold_flows_from_params_through_the_registry_to_the_service(project_repo: Path):
+    """serve.threshold: a DVC param of register, a tag on the version, served after import."""
+    repo, uri = project_repo, embedded_uri(project_repo)
+    run(["dvc", "repro"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "first model"], repo)
+    set_param(repo, "serve", "threshold", 0.2)
+
+    status = run(["dvc", "status", "register"], repo).stdout
+    assert "modified:" in status and "serve" in status
+    diff = run(["dvc", "params", "diff"], repo).stdout
+    assert "serve.threshold" in diff and "0.2" in diff
+    changed = run(["dvc", "repro"], repo)
+    assert ran_stages(changed.stdout) == {"register"}
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    assert client.get_model_version(MODEL_NAME, "1").tags["serve_threshold"] == "0.2"
+    assert read_json(repo / "reports/registration.json")["serve_threshold"] == 0.2
+    assert registry_state(uri)["versions"] == [1]
+
+    env = pipeline_env(BENTOML_HOME=str(repo / "bentoml"))
+    imported = run(["credit-risk", "import"], repo, env).stdout
+    assert "imported credit-risk-model version 1" in imported
+    server = Server(env | {"CREDIT_RISK_PREDICTION_LOG": str(repo / "predictions")}, repo)
+    try:
+        assert httpx.get(f"{server.url}/model/info").json()["decision_threshold"] == 0.2
+        answer = httpx.post(f"{server.url}/predict", json=EXAMPLE_APPLICANT).json()
+        assert answer["prediction"] == int(answer["probability"] >= 0.2)
+    finally:
+        server.stop()

@@ -28,7 +28,7 @@ def test_pipeline_on_the_real_kaggle_file(project_repo: Path):
     noop = run(["dvc", "repro"], project_repo)
     again = time.monotonic() - started
 
-    fingerprint = json.loads((project_repo / "data/fingerprint.json").read_text())
+    fingerprint = json.loads((project_repo / "data/dataset_fingerprint.json").read_text())
     assert fingerprint["rows"] == 120_000 and fingerprint["positives"] == 8_021
     metrics = json.loads((project_repo / "reports/metrics.json").read_text())
     assert metrics["roc_auc"] > 0.85

@@ -18,23 +18,23 @@ from pathlib import Path
 import httpx
 import mlflow
 import pandas as pd
-import psutil
 import pytest
-from conftest import PROJECT, free_port, pipeline_env
+from conftest import PROJECT, Server, free_port, pipeline_env
 
-from credit_risk.contract import EXAMPLE_APPLICANT as SAMPLE
-from credit_risk.contract import FEATURE_NAMES
+from credit_risk.ml.contract import EXAMPLE_APPLICANT as SAMPLE
+from credit_risk.ml.contract import FEATURE_NAMES
 from credit_risk.params import load_params
-from credit_risk.serving_log import read_records
+from credit_risk.serving.prediction_log import read_records
 
 THRESHOLD = load_params(PROJECT / "params.yaml")["serve"]["threshold"]
 RISKY = SAMPLE | {"NumberOfTimes90DaysLate": 3, "RevolvingUtilizationOfUnsecuredLines": 1.2}
 PIPELINE = (
-    "from credit_risk import pipeline, tracking; from credit_risk.params import load_params; "
-    "p = load_params(); "
-    "[print(step(p)) for step in (pipeline.prepare, pipeline.fingerprint, pipeline.train, "
-    "tracking.register)]"
+    "from credit_risk.params import load_params; "
+    "from credit_risk.pipeline import prepare, fingerprint, train, register; p = load_params(); "
+    "[print(step(p)) for step in (prepare.prepare, fingerprint.fingerprint, train.train, "
+    "register.register)]"
 )
+CREDIT_RISK_IMPORT = [str(Path(sys.executable).parent / "credit-risk"), "import"]
 
 
 def run(args: list[str], env: dict, cwd: Path, check: bool = True):
@@ -63,52 +63,8 @@ def project(tmp_path_factory) -> tuple[Path, dict]:
         BENTOML_DO_NOT_TRACK="true",
     )
     run([sys.executable, "-c", PIPELINE], env, folder)
-    run([sys.executable, "-m", "credit_risk.service", "import"], env, folder)
+    run(CREDIT_RISK_IMPORT, env, folder)
     return folder, env
-
-
-class Server:
-    """`bentoml serve` of the service (or of a bento) in its own process group."""
-
-    def __init__(
-        self,
-        env: dict,
-        cwd: Path,
-        target: str = "credit_risk.service:CreditRiskService",
-        bentoml: str = "bentoml",
-    ):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.output = cwd / f"serve-{self.port}.log"
-        with self.output.open("w") as output:
-            self.process = subprocess.Popen(
-                [bentoml, "serve", target, "--host", "127.0.0.1", "--port", str(self.port)],
-                env=env,
-                cwd=cwd,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"server exited:\n{self.output.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        self.stop(signal.SIGKILL)
-        pytest.fail(f"server not ready after 120 s:\n{self.output.read_text()}")
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        """Signal the server and its workers (they run in sessions of their own); wait."""
-        processes = [psutil.Process(self.process.pid)]
-        processes += processes[0].children(recursive=True)
-        for process in processes:
-            process.send_signal(sig)
-        psutil.wait_procs(processes, timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +86,7 @@ def test_import_refuses_without_production_model(project, tmp_path):
     empty = f"sqlite:///{tmp_path / 'empty.db'}"
     mlflow.MlflowClient(empty).search_experiments()  # a store that exists, holding no model
     env = env | {"MLFLOW_TRACKING_URI": empty, "BENTOML_HOME": str(tmp_path / "bentoml")}
-    result = run([sys.executable, "-m", "credit_risk.service", "import"], env, folder, False)
+    result = run(CREDIT_RISK_IMPORT, env, folder, False)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -140,13 +96,33 @@ def test_import_refuses_without_production_model(project, tmp_path):
 
 def test_import_again_keeps_the_served_model(project):
     folder, env = project
-    result = run([sys.executable, "-m", "credit_risk.service", "import"], env, folder)
+    result = run(CREDIT_RISK_IMPORT, env, folder)
     assert "is already credit-risk-model version 1 (Production)" in result.stdout
+
+
+def credit_risk_status(env: dict, cwd: Path) -> tuple[str, dict]:
+    """`credit-risk status` as text and as JSON."""
+    command = [str(Path(sys.executable).parent / "credit-risk"), "status"]
+    text = run(command, env, cwd).stdout
+    return text, json.loads(run([*command, "--json"], env, cwd).stdout)
+
+
+def test_status_shows_registry_and_bentoml_store(project):
+    folder, env = project
+    text, status = credit_risk_status(env, folder)
+    production, imported = status["production"], status["imported"]
+    assert status["tracking_uri"] == env["MLFLOW_TRACKING_URI"]
+    assert production["version"] == "1" and production["gate_decision"] == "promoted"
+    assert len(production["dataset_hash"]) == 64 and production["serve_threshold"] == "0.3"
+    assert imported["model_version"] == "1" and imported["run_id"] == production["run_id"]
+    assert status["import_is_current"] is True
+    assert "credit-risk-model version 1 is Production" in text and "up to date" in text
+    assert production["run_id"] in text and production["dataset_hash"] in text
 
 
 def serve_refused(env: dict, cwd: Path) -> str:
     """`bentoml serve` that must refuse to start: its one line of explanation."""
-    command = ["bentoml", "serve", "credit_risk.service:CreditRiskService", "--port", "0"]
+    command = ["bentoml", "serve", "credit_risk.serving.service:CreditRiskService", "--port", "0"]
     result = run(command, env, cwd, check=False)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
@@ -172,15 +148,19 @@ def test_serve_refuses_a_stale_model_until_imported(project, tmp_path):
     files = client.get_model_version_download_uri("credit-risk-model", "1")
     run_id = client.get_model_version("credit-risk-model", "1").run_id
     second = client.create_model_version("credit-risk-model", files, run_id)
+    client.set_model_version_tag("credit-risk-model", second.version, "serve_threshold", "0.3")
     client.set_registered_model_alias("credit-risk-model", "production", second.version)
 
     line = serve_refused(env, folder)
     assert env["MLFLOW_TRACKING_URI"] in line and "credit-risk-model" in line
     assert "is version 2" in line and "is version 1" in line
-    assert "python -m credit_risk.service import" in line
+    assert "credit-risk import" in line
+    text, status = credit_risk_status(env, folder)
+    assert status["production"]["version"] == "2" and status["imported"]["model_version"] == "1"
+    assert status["import_is_current"] is False and "run `credit-risk import`" in text
 
     env["BENTOML_HOME"] = str(tmp_path / "bentoml")
-    run([sys.executable, "-m", "credit_risk.service", "import"], env, folder)
+    run(CREDIT_RISK_IMPORT, env, folder)
     server = Server(env | {"CREDIT_RISK_PREDICTION_LOG": str(tmp_path / "predictions")}, folder)
     try:
         assert httpx.get(f"{server.url}/model/info").json()["model_version"] == "2"

@@ -8,10 +8,10 @@ import pytest
 from conftest import free_port, pipeline_env, run, start_mlflow_server, stop
 from test_pipeline_dvc import registry_state, set_param
 
-from credit_risk.contract import FEATURE_NAMES
-from credit_risk.model import TRUSTED_TYPES
-from credit_risk.pipeline import read_splits
-from credit_risk.tracking import EXPERIMENT_NAME, MODEL_NAME
+from credit_risk.ml.contract import FEATURE_NAMES
+from credit_risk.ml.model import TRUSTED_TYPES
+from credit_risk.pipeline.paths import read_splits
+from credit_risk.registry.names import EXPERIMENT_NAME, MODEL_NAME
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,7 @@ def test_pipeline_logs_to_a_tracking_server(project_repo: Path, mlflow_server: s
     client = MlflowClient(tracking_uri=mlflow_server)
     experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
     logged = client.search_runs([experiment.experiment_id])[0]
-    fingerprint = (project_repo / "data/fingerprint.json").read_text()
+    fingerprint = (project_repo / "data/dataset_fingerprint.json").read_text()
     assert logged.data.params["dataset_hash"] in fingerprint
     assert logged.inputs.dataset_inputs[0].dataset.digest in logged.data.params["dataset_hash"]
     artifacts = {a.path for a in client.list_artifacts(logged.info.run_id, "plots")}

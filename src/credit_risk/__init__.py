@@ -1,3 +1,5 @@
-"""Reproducible credit-risk scoring: Kaggle "Give Me Some Credit" to a served PD model."""
+"""Reproducible credit-risk scoring: Kaggle "Give Me Some Credit" to a served PD model.
 
-__version__ = "0.1.0"
+The ML core is in ``ml``, the DVC stages in ``pipeline``, the MLflow side in ``registry``, the
+BentoML service in ``serving``; ``cli`` is the ``credit-risk`` command.
+"""

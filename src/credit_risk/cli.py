@@ -1,23 +1,60 @@
-"""Run a pipeline step as a command: one summary line on success, one error line on failure."""
+"""The ``credit-risk`` command: everything a user runs by hand, as subcommands.
 
-import sys
-from collections.abc import Callable
+An expected failure (bad settings, a missing file, MLflow trouble) prints one line on stderr
+and exits with status 1 (:func:`credit_risk.errors.errors_as_one_line`, as the DVC stages do).
+Subcommands import what they need when they run, so ``credit-risk --help`` is quick.
+"""
 
-from credit_risk.params import load_params
+import argparse
+import json
 
-EXPECTED_ERRORS = (ValueError, KeyError, OSError, RuntimeError)
-"""Bad data (``DataError`` is a ValueError), bad settings, missing files, MLflow trouble."""
+from credit_risk.errors import errors_as_one_line
 
 
-def run_stage(step: Callable[[dict], str], params_file: str = "params.yaml") -> None:
-    """Call ``step(params)``; print its summary, or ``error: ...`` and exit with status 1."""
-    name = step.__name__
-    try:
-        summary = step(load_params(params_file))
-    except EXPECTED_ERRORS as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-        if isinstance(error, KeyError):
-            message = f"{params_file}: missing setting {error}"
-        print(f"{name}: error: {message}", file=sys.stderr)
-        raise SystemExit(1) from None
-    print(f"{name}: {summary}")
+def import_command(args: argparse.Namespace) -> None:
+    from credit_risk.serving.release import import_production
+
+    print(import_production())
+
+
+def promote_command(args: argparse.Namespace) -> None:
+    from credit_risk.registry.promotion import promote_by_hand
+
+    print(promote_by_hand(args.version))
+
+
+def status_command(args: argparse.Namespace) -> None:
+    from credit_risk.serving.status import describe_status, release_status
+
+    status = release_status()
+    print(json.dumps(status, indent=2) if args.json else describe_status(status))
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line: ``credit-risk {import,promote,status}``."""
+    main_parser = argparse.ArgumentParser(
+        prog="credit-risk", description="Credit-risk model registry and serving commands."
+    )
+    commands = main_parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    importer = commands.add_parser(
+        "import", help="copy the registry's Production version into the BentoML model store"
+    )
+    importer.set_defaults(handler=import_command)
+    promote = commands.add_parser(
+        "promote", help="make VERSION the Production version (alias and stage), by hand"
+    )
+    promote.add_argument("version", type=int, metavar="VERSION")
+    promote.set_defaults(handler=promote_command)
+    status = commands.add_parser(
+        "status", help="what the registry and the BentoML store hold, and whether they agree"
+    )
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.set_defaults(handler=status_command)
+    return main_parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``credit-risk`` console script."""
+    args = parser().parse_args(argv)
+    with errors_as_one_line(args.command):
+        args.handler(args)

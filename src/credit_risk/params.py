@@ -1,4 +1,4 @@
-"""Read ``params.yaml``, the single place the pipeline's settings live."""
+"""Read ``params.yaml``, the single place the pipeline's settings live, and check its values."""
 
 import re
 from pathlib import Path
@@ -28,3 +28,13 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     if not isinstance(params, dict):
         raise ValueError(f"{path}: expected a mapping of sections, got {type(params).__name__}")
     return params
+
+
+def decision_threshold(params: dict) -> float:
+    """``serve.threshold``: the probability from which the service answers ``prediction=1``."""
+    threshold = params["serve"]["threshold"]
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+        raise ValueError(f"params.yaml: serve.threshold must be a number, got {threshold!r}")
+    if not 0 < threshold < 1:
+        raise ValueError(f"params.yaml: serve.threshold must be in (0, 1), got {threshold}")
+    return float(threshold)

@@ -10,12 +10,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-from credit_risk.features import CreditFeatures
+from credit_risk.ml.features import CreditFeatures
 
 MODEL_TYPES = ("hist_gradient_boosting", "logistic_regression")
 
 TRUSTED_TYPES = [
-    "credit_risk.features.CreditFeatures",
+    "credit_risk.ml.features.CreditFeatures",
     "numpy.dtype",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
 ]

@@ -7,8 +7,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from credit_risk.contract import FEATURE_NAMES, FEATURES, KAGGLE_TO_CANONICAL, TARGET
-from credit_risk.files import SPLIT_COLUMN
+from credit_risk.ml.contract import FEATURE_NAMES, FEATURES, KAGGLE_TO_CANONICAL, TARGET
 
 MISSING_TOKENS = ("", "NA")
 """Cell texts that mean "no value" (the Kaggle file writes ``NA``)."""
@@ -58,7 +57,7 @@ def split_applicants(applicants: pd.DataFrame, test_size: float, seed: int) -> p
         random_state=seed,
         stratify=applicants[TARGET],
     )
-    labels = pd.Series("train", index=applicants.index, name=SPLIT_COLUMN)
+    labels = pd.Series("train", index=applicants.index)
     labels[test_index] = "test"
     return labels
 

@@ -3,8 +3,10 @@
 import json
 from pathlib import Path
 
+import pandas as pd
+
 PREPARED = Path("data/prepared/applicants.parquet")
-FINGERPRINT = Path("data/fingerprint.json")
+DATASET_FINGERPRINT = Path("data/dataset_fingerprint.json")
 MODEL = Path("models/model.skops")
 MODEL_INFO = Path("models/model.json")
 METRICS = Path("reports/metrics.json")
@@ -24,3 +26,10 @@ def write_json(path: Path, payload) -> None:
     """Write ``payload`` as indented JSON, creating the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+
+
+def read_splits(root: Path = Path()) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The prepared train and test rows of the project at ``root``."""
+    applicants = pd.read_parquet(root / PREPARED)
+    is_test = applicants[SPLIT_COLUMN] == "test"
+    return applicants[~is_test], applicants[is_test]

@@ -1,12 +1,9 @@
-"""The prediction log: every served prediction on local disk first, then shipped to MLflow.
+"""Shipping the prediction log to MLflow: a background thread, a resumable state file.
 
-:class:`PredictionLog` appends JSON lines to a file of its own (one per server process) and
-fsyncs them before the caller answers, so an acknowledged prediction survives ``SIGKILL``.
 :class:`Shipper` copies complete lines not yet shipped to an MLflow run per model version
-(records as artifacts, counts and probability statistics as metrics) from a background thread.
-Its progress is a small JSON state file replaced atomically; a shipment that fails (MLflow down)
-is retried on the next round, so a restart loses nothing. Only the process holding the
-directory's lock file ships.
+(records as artifacts, counts and probability statistics as metrics). Its progress is a small
+JSON state file replaced atomically; a shipment that fails (MLflow down) is retried on the next
+round, so a restart loses nothing. Only the process holding the directory's lock file ships.
 """
 
 import fcntl
@@ -19,27 +16,21 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import orjson
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
-from credit_risk.tracking import (
+from credit_risk.registry.lookups import get_or_create_experiment
+from credit_risk.registry.names import (
     MODEL_NAME,
-    configure_tracking,
-    get_or_create_experiment,
-    project_root,
+    TAG_SERVING_MODEL_NAME,
+    TAG_SERVING_MODEL_VERSION,
 )
+from credit_risk.registry.store import configure_tracking, project_root
+from credit_risk.serving.prediction_log import LOG_FILE_PATTERN
 
-LOG_DIR_ENV = "CREDIT_RISK_PREDICTION_LOG"
 SHIP_INTERVAL_ENV = "CREDIT_RISK_SHIP_INTERVAL"
-DEFAULT_LOG_DIR = "monitoring/predictions"
 STATE_FILE = "shipped.json"
 MAX_SHIPMENT_BYTES = 8 * 1024 * 1024
-
-
-def log_directory() -> Path:
-    """``$CREDIT_RISK_PREDICTION_LOG``, else ``monitoring/predictions`` in the working folder."""
-    return Path(os.environ.get(LOG_DIR_ENV) or DEFAULT_LOG_DIR).resolve()
 
 
 def read_state(directory: Path) -> dict:
@@ -50,48 +41,28 @@ def read_state(directory: Path) -> dict:
         return {"offsets": {}, "shipped": 0, "positives": 0, "run_id": None, "error": None}
 
 
-def read_records(directory: Path) -> list[dict]:
-    """All complete records in the log files (for tests and audits)."""
-    records = []
-    for path in sorted(directory.glob("*.jsonl")):
-        data = path.read_bytes()
-        records += [json.loads(line) for line in data[: data.rfind(b"\n") + 1].splitlines()]
-    return records
-
-
-class PredictionLog:
-    """Durable append-only JSON-lines file for this process."""
-
-    def __init__(self, directory: Path):
-        directory.mkdir(parents=True, exist_ok=True)
-        started = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-        self.path = directory / f"predictions-{started}-{os.getpid()}.jsonl"
-        self._file = self.path.open("ab")
-        self._lock = threading.Lock()
-        self.error: str | None = None
-
-    def append(self, records: list[dict]) -> None:
-        """Write and fsync ``records``; raises if they could not be made durable."""
-        data = b"".join(orjson.dumps(record) + b"\n" for record in records)
-        with self._lock:
-            try:
-                self._file.write(data)
-                self._file.flush()
-                os.fsync(self._file.fileno())
-            except OSError as error:
-                self.error = f"{self.path}: {error}"
-                raise
-            self.error = None
+def shipping_status(directory: Path) -> dict:
+    """The shipping part of ``/health``: ok, last error and attempt, run, shipped, pending."""
+    state = read_state(directory)
+    written = sum(path.stat().st_size for path in directory.glob(LOG_FILE_PATTERN))
+    return {
+        "ok": state["error"] is None,
+        "error": state["error"],
+        "last_attempt": state.get("attempted_at"),
+        "run_id": state["run_id"],
+        "shipped_records": state["shipped"],
+        "pending_bytes": written - sum(state["offsets"].values()),
+    }
 
 
 class Shipper(threading.Thread):
     """Background thread shipping the log directory's new records to MLflow."""
 
-    def __init__(self, directory: Path, model_version: str, model_labels: dict[str, str]):
+    def __init__(self, directory: Path, model_version: str, run_tags: dict[str, str]):
         super().__init__(name="prediction-shipper", daemon=True)
         self.directory = directory
         self.model_version = model_version
-        self.model_labels = model_labels
+        self.run_tags = run_tags
         self.interval = float(os.environ.get(SHIP_INTERVAL_ENV) or 30)
 
     def run(self) -> None:
@@ -112,7 +83,7 @@ class Shipper(threading.Thread):
         try:
             uri = configure_tracking(project_root())
             client = MlflowClient(uri)
-            for path in sorted(self.directory.glob("*.jsonl")):
+            for path in sorted(self.directory.glob(LOG_FILE_PATTERN)):
                 while self._ship_file(client, state, path):
                     pass
             state["error"] = None
@@ -123,15 +94,13 @@ class Shipper(threading.Thread):
 
     def _serving_run(self, client: MlflowClient) -> str:
         experiment = get_or_create_experiment(client, project_root())
-        tags = {"serving_model_name": MODEL_NAME, "serving_model_version": self.model_version}
+        tags = {TAG_SERVING_MODEL_NAME: MODEL_NAME, TAG_SERVING_MODEL_VERSION: self.model_version}
         query = " and ".join(f"tags.{key} = '{value}'" for key, value in tags.items())
         runs = client.search_runs([experiment], filter_string=query, max_results=1)
         if runs:
             return runs[0].info.run_id
         run = client.create_run(
-            experiment,
-            run_name=f"serving-v{self.model_version}",
-            tags={**tags, **{f"model_{k}": v for k, v in self.model_labels.items()}},
+            experiment, run_name=f"serving-v{self.model_version}", tags=tags | self.run_tags
         )
         return run.info.run_id
 

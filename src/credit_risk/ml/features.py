@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from credit_risk.contract import FEATURE_NAMES, FEATURES, PAST_DUE_SENTINEL_CODES
+from credit_risk.ml.contract import FEATURE_NAMES, FEATURES, PAST_DUE_SENTINEL_CODES
 
 _PAST_DUE = [i for i, f in enumerate(FEATURES) if f.sentinel_codes]
 _DEBT_RATIO = FEATURE_NAMES.index("DebtRatio")

@@ -1,0 +1,25 @@
+"""The one place an expected error becomes one line on stderr and exit status 1."""
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+EXPECTED_ERRORS = (ValueError, KeyError, OSError, RuntimeError)
+"""Bad data (``DataError`` is a ValueError), bad settings, missing files, MLflow trouble
+(:class:`~credit_risk.registry.store.TrackingError` is a RuntimeError)."""
+
+
+@contextmanager
+def errors_as_one_line(command: str, params_file: str = "params.yaml") -> Iterator[None]:
+    """Print ``<command>: error: <first line>`` for an expected error and exit with status 1.
+
+    A ``KeyError`` is a setting missing from ``params_file``.
+    """
+    try:
+        yield
+    except EXPECTED_ERRORS as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        if isinstance(error, KeyError):
+            message = f"{params_file}: missing setting {error}"
+        print(f"{command}: error: {message}", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -1,0 +1,26 @@
+"""Stage ``train``: fit the model Pipeline on the train split, evaluate it on the test split."""
+
+from credit_risk.ml.contract import FEATURE_NAMES, TARGET
+from credit_risk.ml.evaluation import classification_metrics, curves
+from credit_risk.ml.fingerprints import model_fingerprint
+from credit_risk.ml.model import build_model, predict_default_probability, save_model
+from credit_risk.pipeline.paths import METRICS, MODEL, MODEL_INFO, PLOTS, read_splits, write_json
+
+
+def train(params: dict) -> str:
+    """Fit, save the model and its fingerprint, write metrics and plot data."""
+    settings = params["train"]
+    train_rows, test_rows = read_splits()
+    model = build_model(settings)
+    model.fit(train_rows.loc[:, FEATURE_NAMES], train_rows[TARGET])
+    probability = predict_default_probability(model, test_rows.loc[:, FEATURE_NAMES])
+
+    save_model(model, MODEL)
+    fingerprint = model_fingerprint(probability)
+    write_json(MODEL_INFO, {"model": settings["model"], "model_fingerprint": fingerprint})
+    labels = test_rows[TARGET].to_numpy()
+    metrics = classification_metrics(labels, probability)
+    write_json(METRICS, metrics)
+    for name, records in curves(labels, probability, int(settings["calibration_bins"])).items():
+        write_json(PLOTS / f"{name}.json", records)
+    return f"{settings['model']}: test ROC AUC {metrics['roc_auc']:.4f}"

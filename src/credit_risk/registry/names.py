@@ -1,0 +1,23 @@
+"""The names this project uses in MLflow: experiment, registered model, alias, stage and tags."""
+
+EXPERIMENT_NAME = "credit-risk-prediction"
+MODEL_NAME = "credit-risk-model"
+PRODUCTION_ALIAS = "production"
+PRODUCTION_STAGE = "Production"
+ARCHIVED_STAGE = "Archived"
+MODEL_ARTIFACT = "model"
+"""The logged model's name within its run."""
+
+# Tags on training runs (the first three are copied onto their registry versions).
+TAG_DATASET_HASH = "dataset_hash"
+TAG_MODEL_FINGERPRINT = "model_fingerprint"
+TAG_MODEL_URI = "model_uri"
+
+# Tags on registry versions, set by the register stage or by `credit-risk promote`.
+TAG_GATE_DECISION = "gate_decision"
+TAG_GATE_REASON = "gate_reason"
+TAG_SERVE_THRESHOLD = "serve_threshold"
+
+# Tags on the serving runs that receive the prediction log.
+TAG_SERVING_MODEL_NAME = "serving_model_name"
+TAG_SERVING_MODEL_VERSION = "serving_model_version"
