@@ -40,7 +40,7 @@ FEATURE_VALUES = itemgetter(*FEATURE_NAMES)
 @bentoml.asgi_app(app, path="/")
 @bentoml.service(
     traffic={"timeout": 60},
-    # Per-request costs that cut /predict's throughput by about a third: every prediction is
+    # Per-request costs /predict can do without (see README, "Performance"): every prediction is
     # in the prediction log anyway, and /metrics still counts requests and latencies.
     tracing={"excluded_urls": ["/predict"]},
     logging={"access": {"enabled": False}},
