@@ -1,7 +1,7 @@
 """Benchmark the pipeline on the real Kaggle rows: wall times of `dvc repro` and test ROC AUC.
 
 Copies the project into a temporary git repository, points ``data.raw`` at the real file, then
-times a full ``dvc repro`` (MLflow logging included, embedded SQLite store) and a no-op one. For
+times a full ``dvc repro`` (MLflow logging included, embedded SQLite store) and no-op ones. For
 the AUC it also fits, on the same split, the two reference models the targets name:
 HistGradientBoosting with default settings and the original project's random forest
 (100 trees, depth 10, median fill).
@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,7 @@ from credit_risk.ml.contract import FEATURE_NAMES, TARGET
 from credit_risk.pipeline.paths import read_splits
 
 PROJECT = Path(__file__).resolve().parent.parent
+NOOP_RUNS = 5
 COPIED = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", "stages", "src"]
 
 
@@ -63,7 +65,7 @@ def main() -> None:
         subprocess.run([*git, "commit", "-qm", "bench"], cwd=repo, check=True)
 
         full = timed(["dvc", "repro"], repo, env)
-        noop = timed(["dvc", "repro"], repo, env)
+        noops = sorted(timed(["dvc", "repro"], repo, env) for _ in range(NOOP_RUNS))
         auc = json.loads((repo / "reports/metrics.json").read_text())["roc_auc"]
         train, test = read_splits(repo)
 
@@ -78,7 +80,10 @@ def main() -> None:
     }
     print(f"data: {args.data} ({len(train) + len(test)} rows), load average {os.getloadavg()}")
     print(f"full dvc repro:  {full:6.1f} s   (target <= 15 s)")
-    print(f"no-op dvc repro: {noop:6.1f} s   (target <= 3 s)")
+    print(
+        f"no-op dvc repro: {statistics.median(noops):6.1f} s   (target <= 2.5 s; median of "
+        f"{NOOP_RUNS}, from {noops[0]:.1f} to {noops[-1]:.1f} s)"
+    )
     print(f"pipeline test ROC AUC: {auc:.4f}   (target >= 0.864)")
     for name, model in references.items():
         model.fit(x_train, y_train)

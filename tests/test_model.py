@@ -1,4 +1,11 @@
-"""The model Pipeline: preprocessing inside it, skops persistence with trusted types only."""
+"""The model Pipeline: preprocessing inside it; the model file: skops, trusted types only,
+the same bytes for the same model."""
+
+import io
+import os
+import subprocess
+import sys
+import zipfile
 
 import numpy as np
 import pandas as pd
@@ -10,7 +17,8 @@ from sklearn.metrics import roc_auc_score
 from credit_risk.ml.contract import FEATURE_NAMES, TARGET
 from credit_risk.ml.data import load_applicants, split_applicants
 from credit_risk.ml.features import DERIVED_FEATURES, CreditFeatures
-from credit_risk.ml.model import TRUSTED_TYPES, build_model, load_model, save_model
+from credit_risk.ml.model import build_model
+from credit_risk.ml.model_file import TRUSTED_TYPES, canonical_skops, load_model, save_model
 from credit_risk.params import load_params
 
 
@@ -93,3 +101,59 @@ def test_bad_model_settings_name_the_setting():
     with pytest.raises(ValueError, match="train.hist_gradient_boosting: .*learning_rat"):
         build_model({"model": "hist_gradient_boosting", "seed": 0,
                      "hist_gradient_boosting": {"learning_rat": 0.1}})  # fmt: skip
+
+
+TRAIN_AND_SAVE = """
+import sys
+from credit_risk.ml.contract import FEATURE_NAMES, TARGET
+from credit_risk.ml.data import load_applicants, split_applicants
+from credit_risk.ml.model import build_model
+from credit_risk.ml.model_file import save_model
+from credit_risk.params import load_params
+from threadpoolctl import threadpool_limits
+
+applicants = load_applicants(sys.argv[1])
+train = applicants[split_applicants(applicants, 0.2, seed=42) == "train"]
+settings = load_params(sys.argv[2])["train"]
+with threadpool_limits(limits=settings["threads"]):
+    model = build_model(settings).fit(train.loc[:, FEATURE_NAMES], train[TARGET])
+save_model(model, sys.argv[3])
+"""
+
+
+def test_model_file_is_the_same_bytes_in_every_training_process(tmp_path, splits):
+    """Two trainings in separate processes (other hash seeds, other thread settings) write the
+    same bytes; skops reads them with the trusted types; the model predicts as before."""
+    paths = [tmp_path / "first.skops", tmp_path / "second.skops"]
+    environments = ({"PYTHONHASHSEED": "1"}, {"OMP_NUM_THREADS": "1"})
+    for path, environment in zip(paths, environments, strict=True):
+        command = [sys.executable, "-c", TRAIN_AND_SAVE, str(PROJECT / "data/gmsc-synthetic.csv")]
+        subprocess.run(
+            [*command, str(PROJECT / "params.yaml"), str(path)],
+            check=True,
+            env=os.environ | environment,
+        )
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    train, test = splits
+    settings = load_params(PROJECT / "params.yaml")["train"]
+    in_memory = build_model(settings).fit(train.loc[:, FEATURE_NAMES], train[TARGET])
+    loaded = skops.io.load(paths[0], trusted=TRUSTED_TYPES)
+    assert np.array_equal(
+        loaded.predict_proba(test.loc[:, FEATURE_NAMES]),
+        in_memory.predict_proba(test.loc[:, FEATURE_NAMES]),
+    )
+
+
+def test_canonical_form_is_stable_and_loadable(tmp_path, splits):
+    train, _ = splits
+    settings = load_params(PROJECT / "params.yaml")["train"] | {"model": "logistic_regression"}
+    model = build_model(settings).fit(train.loc[:, FEATURE_NAMES], train[TARGET])
+    dumped = skops.io.dumps(model)
+    assert dumped != skops.io.dumps(model)  # what skops alone does: ids and times differ
+    canonical = canonical_skops(dumped)
+    assert canonical == canonical_skops(skops.io.dumps(model)) == canonical_skops(canonical)
+    with zipfile.ZipFile(io.BytesIO(canonical)) as archive:
+        names = archive.namelist()
+        assert names[-1] == "schema.json" and names[0] == "000001.npy"
+        assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+    assert isinstance(skops.io.loads(canonical, trusted=TRUSTED_TYPES), type(model))

@@ -1,17 +1,19 @@
 """The pipeline's DVC semantics and reproducibility, with real ``dvc`` in temporary git repos."""
 
 import json
+import shutil
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 import yaml
-from conftest import Server, make_project_repo, pipeline_env, run
+from conftest import PROJECT, Server, make_project_repo, pipeline_env, run
 from mlflow import MlflowClient
 
 from credit_risk.ml.contract import EXAMPLE_APPLICANT, FEATURE_NAMES
-from credit_risk.ml.model import load_model, predict_default_probability
+from credit_risk.ml.model import predict_default_probability
+from credit_risk.ml.model_file import load_model
 from credit_risk.pipeline.paths import read_splits
 from credit_risk.registry.lookups import production_version
 from credit_risk.registry.names import EXPERIMENT_NAME, MODEL_NAME
@@ -77,9 +79,28 @@ def test_two_clean_runs_are_identical(tmp_path: Path):
     assert 0.80 <= read_json(first / "reports/metrics.json")["roc_auc"] <= 0.87
     assert np.array_equal(held_out_probabilities(first), held_out_probabilities(second))
     assert read_json(first / "models/model.json") == read_json(second / "models/model.json")
+    model_file = "models/model.skops"
+    assert (first / model_file).read_bytes() == (second / model_file).read_bytes()
+    assert (first / "dvc.lock").read_bytes() == (second / "dvc.lock").read_bytes()
     for repo in (first, second):
         state = registry_state(embedded_uri(repo))
         assert state["production"] == 1 and state["stages"] == {1: "Production"}
+
+
+def test_a_fresh_copy_reproduces_the_committed_lock(tmp_path: Path):
+    """What CI checks on a fresh clone: after `dvc repro`, git sees no change at all, and
+    `dvc status` lists only the always-run register stage."""
+    repo = tmp_path / "clone"
+    tracked = run(["git", "ls-files", "-z"], PROJECT).stdout.split("\0")
+    for name in filter(None, tracked):
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(PROJECT / name, repo / name)
+    run(["git", "init", "-q"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "clone"], repo)
+    run(["dvc", "repro"], repo)
+    assert run(["git", "status", "--porcelain"], repo).stdout == ""
+    assert run(["dvc", "status"], repo).stdout.split() == ["register:", "always", "changed"]
 
 
 def test_repro_semantics_registry_and_run_cache(project_repo: Path):
@@ -92,9 +113,20 @@ def test_repro_semantics_registry_and_run_cache(project_repo: Path):
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "first model"], repo)
 
-    # Nothing changed: only the register stage runs, and it only confirms the registry.
+    # Nothing changed: only the register stage runs; the embedded store's file is as its
+    # receipt left it, so the receipt stands. Once the store changed, it checks the registry.
+    receipt = read_json(repo / "reports/registration.json")
     again = run(["dvc", "repro"], repo)
     assert ran_stages(again.stdout) == {"register"}
+    assert "store unchanged since the last check" in again.stdout
+    assert read_json(repo / "reports/registration.json") == receipt
+    MlflowClient(tracking_uri=uri).set_experiment_tag(
+        MlflowClient(tracking_uri=uri).get_experiment_by_name(EXPERIMENT_NAME).experiment_id,
+        "touched",
+        "yes",
+    )
+    checked = run(["dvc", "repro"], repo)
+    assert "store unchanged" not in checked.stdout
     assert registry_state(uri)["runs"] == 1 and registry_state(uri)["versions"] == [1]
     receipt = read_json(repo / "reports/registration.json")
     assert receipt["decision"] == "promoted" and receipt["reason"].startswith("decided before")

@@ -5,8 +5,7 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import REAL_DATA, run
+from conftest import REAL_DATA, make_project_repo, run
 from test_pipeline_dvc import embedded_uri, registry_state
 
 pytestmark = [
@@ -15,24 +14,26 @@ pytestmark = [
 ]
 
 
-def test_pipeline_on_the_real_kaggle_file(project_repo: Path):
-    params_path = project_repo / "params.yaml"
-    params = yaml.safe_load(params_path.read_text())
-    params["data"]["raw"] = str(REAL_DATA)
-    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-    started = time.monotonic()
-    run(["dvc", "repro"], project_repo)
-    full = time.monotonic() - started
-    started = time.monotonic()
-    noop = run(["dvc", "repro"], project_repo)
-    again = time.monotonic() - started
-
-    fingerprint = json.loads((project_repo / "data/dataset_fingerprint.json").read_text())
-    assert fingerprint["rows"] == 120_000 and fingerprint["positives"] == 8_021
-    metrics = json.loads((project_repo / "reports/metrics.json").read_text())
-    assert metrics["roc_auc"] > 0.85
-    assert "Running stage 'train'" not in noop.stdout
-    assert registry_state(embedded_uri(project_repo))["production"] == 1
-    print(f"real data: full repro {full:.1f} s, no-op repro {again:.1f} s, "
-          f"test ROC AUC {metrics['roc_auc']:.4f}")  # fmt: skip
+def test_pipeline_on_the_real_kaggle_file_is_reproducible_to_the_byte(tmp_path: Path):
+    """`dvc exp run -S data.raw=...` in two fresh repositories: the same model bytes, metrics
+    and lock file; a second `dvc repro` retrains nothing."""
+    outcomes = []
+    for name in ("first", "second"):
+        repo = make_project_repo(tmp_path / name)
+        started = time.monotonic()
+        run(["dvc", "exp", "run", "-S", f"data.raw={REAL_DATA}"], repo)
+        full = time.monotonic() - started
+        started = time.monotonic()
+        noop = run(["dvc", "repro"], repo)
+        again = time.monotonic() - started
+        assert "Running stage 'train'" not in noop.stdout
+        assert registry_state(embedded_uri(repo))["production"] == 1
+        fingerprint = json.loads((repo / "data/dataset_fingerprint.json").read_text())
+        assert fingerprint["rows"] == 120_000 and fingerprint["positives"] == 8_021
+        metrics = json.loads((repo / "reports/metrics.json").read_text())
+        assert metrics["roc_auc"] > 0.85
+        lock = (repo / "dvc.lock").read_text().replace(str(REAL_DATA), "REAL_DATA")
+        outcomes.append(((repo / "models/model.skops").read_bytes(), metrics, lock))
+        print(f"real data ({name}): full exp run {full:.1f} s, no-op repro {again:.1f} s, "
+              f"test ROC AUC {metrics['roc_auc']:.4f}")  # fmt: skip
+    assert outcomes[0] == outcomes[1]

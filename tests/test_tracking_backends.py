@@ -1,5 +1,6 @@
 """The pipeline against real MLflow tracking servers, and against one that is not there."""
 
+import hashlib
 import uuid
 from pathlib import Path
 
@@ -9,7 +10,7 @@ from conftest import free_port, pipeline_env, run, start_mlflow_server, stop
 from test_pipeline_dvc import registry_state, set_param
 
 from credit_risk.ml.contract import FEATURE_NAMES
-from credit_risk.ml.model import TRUSTED_TYPES
+from credit_risk.ml.model_file import TRUSTED_TYPES
 from credit_risk.pipeline.paths import read_splits
 from credit_risk.registry.names import EXPERIMENT_NAME, MODEL_NAME
 
@@ -46,6 +47,7 @@ def test_pipeline_logs_to_a_tracking_server(project_repo: Path, mlflow_server: s
     artifacts = {a.path for a in client.list_artifacts(logged.info.run_id, "plots")}
     assert artifacts == {"plots/roc.json", "plots/precision_recall.json", "plots/calibration.json"}
     served_model_loads_and_predicts(mlflow_server, project_repo)
+    registered_artifact_is_the_dvc_output(mlflow_server, project_repo)
     retrain_and_promote(project_repo, env, mlflow_server)
 
 
@@ -65,6 +67,19 @@ def served_model_loads_and_predicts(uri: str, repo: Path) -> None:
     probabilities = model.predict(test_rows.loc[:, FEATURE_NAMES].head(50))
     assert probabilities.shape == (50, 2)
     assert np.allclose(probabilities.sum(axis=1), 1.0)
+
+
+def registered_artifact_is_the_dvc_output(uri: str, repo: Path) -> None:
+    """The registry version's skops file is byte for byte models/model.skops, and its
+    model_sha256 tag is that file's hash."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    version = mlflow.MlflowClient().get_model_version(MODEL_NAME, "1")
+    folder = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL_NAME}/1"))
+    dvc_output = (repo / "models/model.skops").read_bytes()
+    assert (folder / "model.skops").read_bytes() == dvc_output
+    assert version.tags["model_sha256"] == hashlib.sha256(dvc_output).hexdigest()
 
 
 def postgres_database() -> str | None:

@@ -1,9 +1,6 @@
 """The model: one sklearn Pipeline holding all preprocessing, built from ``params.yaml``."""
 
-from pathlib import Path
-
 import numpy as np
-import skops.io
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
@@ -13,13 +10,6 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from credit_risk.ml.features import CreditFeatures
 
 MODEL_TYPES = ("hist_gradient_boosting", "logistic_regression")
-
-TRUSTED_TYPES = [
-    "credit_risk.ml.features.CreditFeatures",
-    "numpy.dtype",
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-]
-"""Types beyond skops' defaults that loading our models may create; anything else is refused."""
 
 
 def build_model(train_params: dict) -> Pipeline:
@@ -42,17 +32,6 @@ def build_model(train_params: dict) -> Pipeline:
     except TypeError as error:
         raise ValueError(f"params.yaml: train.{kind}: {error}") from None
     return Pipeline([("features", CreditFeatures()), *steps])
-
-
-def save_model(model: Pipeline, path: Path) -> None:
-    """Write the fitted pipeline in skops format (no pickle)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    skops.io.dump(model, path)
-
-
-def load_model(path: Path) -> Pipeline:
-    """Read a pipeline written by :func:`save_model`, trusting only ``TRUSTED_TYPES``."""
-    return skops.io.load(path, trusted=TRUSTED_TYPES)
 
 
 def predict_default_probability(model: Pipeline, features) -> np.ndarray:

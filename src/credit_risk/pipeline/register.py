@@ -3,54 +3,22 @@
 It is idempotent: a model is identified by its *model fingerprint* (see
 :mod:`credit_risk.ml.fingerprints`), so running it again for the same model finds the run, the
 registry version and the gate decision it made before, and changes nothing but the version's
-``serve_threshold`` tag when ``serve.threshold`` changed. That is why ``dvc repro`` can run it
-every time (see README); it loads the model and the data only when it has a new run to log.
+``serve_threshold`` tag when ``serve.threshold`` changed. That is why ``dvc repro`` runs it
+every time (see README).
+
+Its receipt, ``reports/registration.json``, records what it found or did. When the receipt
+is for this model fingerprint, threshold and tracking URI, and the store is the embedded SQLite
+file unchanged since the receipt was written (same inode, size and modification time), the
+store cannot hold anything new: the stage reports the receipt without starting MLflow.
 """
 
-import warnings
+import os
 from pathlib import Path
 
-import mlflow
-from mlflow import MlflowClient
-
-import credit_risk
-from credit_risk.ml.contract import FEATURE_NAMES, TARGET
 from credit_risk.params import decision_threshold
-from credit_risk.pipeline.paths import (
-    DATASET_FINGERPRINT,
-    METRICS,
-    MODEL,
-    MODEL_INFO,
-    PLOTS,
-    RECEIPT,
-    SPLIT_COLUMN,
-    read_json,
-    read_splits,
-    write_json,
-)
-from credit_risk.registry.lookups import (
-    find_training_run,
-    find_version,
-    get_or_create_experiment,
-    production_version,
-)
-from credit_risk.registry.names import (
-    MODEL_ARTIFACT,
-    MODEL_NAME,
-    TAG_DATASET_HASH,
-    TAG_GATE_DECISION,
-    TAG_GATE_REASON,
-    TAG_MODEL_FINGERPRINT,
-    TAG_MODEL_URI,
-    TAG_SERVE_THRESHOLD,
-)
-from credit_risk.registry.promotion import PROMOTED, gate, promote, record_decision
-from credit_risk.registry.store import configure_tracking, project_root, tracking_errors
-
-MLFLOW_DIGEST_LENGTH = 32
-"""MLflow's SQL stores keep a dataset digest in 36 characters: we use the hash's first 32."""
-INPUT_EXAMPLE_ROWS = 5
-RUNTIME_PACKAGES = ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy")
+from credit_risk.pipeline.paths import METRICS, MODEL_INFO, RECEIPT, read_json, write_json
+from credit_risk.registry.names import MODEL_NAME
+from credit_risk.registry.store import embedded_tracking_uri, project_root, tracking_uri
 
 
 def register(params: dict) -> str:
@@ -61,28 +29,60 @@ def register(params: dict) -> str:
     """
     threshold = decision_threshold(params)
     root = project_root()
-    uri = configure_tracking(root)
     fingerprint = read_json(MODEL_INFO)["model_fingerprint"]
-    auc = read_json(METRICS)["roc_auc"]
+    uri = tracking_uri(root)
+    receipt = _unchanged_receipt(root, uri, fingerprint, threshold)
+    if receipt is None:
+        receipt = _register_in_mlflow(params, root, fingerprint, threshold)
+        receipt["embedded_store_file"] = _embedded_store_file(root, uri)
+        write_json(RECEIPT, receipt)
+        checked = ""
+    else:
+        checked = "; store unchanged since the last check"
+    return (
+        f"{MODEL_NAME} version {receipt['version']}: {receipt['decision']} "
+        f"({receipt['reason']}); Production is version {receipt['production_version']} "
+        f"[{receipt['tracking_uri']}{checked}]"
+    )
+
+
+def _register_in_mlflow(params: dict, root: Path, fingerprint: str, threshold: float) -> dict:
+    """The MLflow work of the stage; returns the receipt."""
+    from mlflow import MlflowClient
+
+    from credit_risk.registry.lookups import (
+        find_training_run,
+        find_version,
+        get_or_create_experiment,
+        production_version,
+    )
+    from credit_risk.registry.names import TAG_GATE_DECISION, TAG_GATE_REASON, TAG_SERVE_THRESHOLD
+    from credit_risk.registry.promotion import PROMOTED, gate, promote, record_decision
+    from credit_risk.registry.registration import log_training_run, register_version
+    from credit_risk.registry.store import configure_tracking, tracking_errors
+
+    uri = configure_tracking(root)
     client = MlflowClient()
     with tracking_errors(uri):
         experiment = get_or_create_experiment(client, root)
-        run_id = find_training_run(client, experiment, fingerprint) or _log_run(params, experiment)
-        version = find_version(client, run_id) or _register_version(client, run_id)
+        run_id = find_training_run(client, experiment, fingerprint) or log_training_run(
+            params, experiment
+        )
+        version = find_version(client, run_id) or register_version(client, run_id)
         if version.tags.get(TAG_SERVE_THRESHOLD) != str(threshold):
             client.set_model_version_tag(
                 MODEL_NAME, version.version, TAG_SERVE_THRESHOLD, str(threshold)
             )
         decision = version.tags.get(TAG_GATE_DECISION)
         if decision is None:
-            decision, reason = gate(client, auc, params["register"])
+            decision, reason = gate(client, read_json(METRICS)["roc_auc"], params["register"])
             if decision == PROMOTED:
                 promote(client, version)
             record_decision(client, version.version, decision, reason)
         else:
             reason = f"decided before: {version.tags.get(TAG_GATE_REASON)}"
         production = production_version(client)
-    receipt = {
+    return {
         "model_name": MODEL_NAME,
         "version": int(version.version),
         "run_id": run_id,
@@ -91,81 +91,33 @@ def register(params: dict) -> str:
         "reason": reason,
         "serve_threshold": threshold,
         "production_version": int(production.version) if production else None,
+        "tracking_uri": uri,
     }
-    write_json(RECEIPT, receipt)
-    return (
-        f"{MODEL_NAME} version {version.version}: {decision} ({reason}); "
-        f"Production is version {receipt['production_version']} [{uri}]"
+
+
+def _embedded_store_file(root: Path, uri: str) -> list[int] | None:
+    """Inode, size and modification time (ns) of the embedded store's file, if that is in use."""
+    if uri != embedded_tracking_uri(root):
+        return None
+    try:
+        state = os.stat(root / "mlflow.db")
+    except FileNotFoundError:
+        return None
+    return [state.st_ino, state.st_size, state.st_mtime_ns]
+
+
+def _unchanged_receipt(root: Path, uri: str, fingerprint: str, threshold: float) -> dict | None:
+    """The last receipt, if it still describes the store (see the module docstring)."""
+    try:
+        receipt = read_json(RECEIPT)
+    except (FileNotFoundError, ValueError):
+        return None
+    store_file = _embedded_store_file(root, uri)
+    unchanged = (
+        store_file is not None
+        and receipt.get("embedded_store_file") == store_file
+        and receipt.get("tracking_uri") == uri
+        and receipt.get("model_fingerprint") == fingerprint
+        and receipt.get("serve_threshold") == threshold
     )
-
-
-def _log_run(params: dict, experiment_id: str) -> str:
-    """Log a new run: params, metrics, dataset input, plots, model (fingerprint tagged last)."""
-    from mlflow.models import infer_signature
-
-    from credit_risk.ml.model import TRUSTED_TYPES, load_model, predict_default_probability
-
-    model = load_model(MODEL)
-    fingerprint = read_json(MODEL_INFO)["model_fingerprint"]
-    dataset = read_json(DATASET_FINGERPRINT)
-    dataset_hash = dataset["sha256"]
-    train_rows, test_rows = read_splits()
-    example = test_rows.loc[:, FEATURE_NAMES].head(INPUT_EXAMPLE_ROWS)
-    logged_params = _flatten({key: params[key] for key in ("data", "prepare", "train")})
-    run_name = f"{params['train']['model']}-{fingerprint[:8]}"
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
-        mlflow.log_params({**logged_params, TAG_DATASET_HASH: dataset_hash})
-        mlflow.log_metrics(read_json(METRICS))
-        with warnings.catch_warnings():
-            # MLflow hints that the path could be a file or an artifact (it is a file), and
-            # that the integer target could not hold missing values (it has none).
-            warnings.simplefilter("ignore", UserWarning)
-            training_data = mlflow.data.from_pandas(
-                train_rows.drop(columns=SPLIT_COLUMN),
-                source=str(params["data"]["raw"]),
-                name="gmsc-train",
-                targets=TARGET,
-                digest=dataset_hash[:MLFLOW_DIGEST_LENGTH],
-            )
-            mlflow.log_input(training_data, context="training")
-        mlflow.log_dict(dataset, "dataset_fingerprint.json")
-        for path in sorted(PLOTS.glob("*.json")):
-            mlflow.log_artifact(str(path), artifact_path="plots")
-        model_info = mlflow.sklearn.log_model(
-            model,
-            name=MODEL_ARTIFACT,
-            serialization_format="skops",
-            skops_trusted_types=TRUSTED_TYPES,
-            signature=infer_signature(example, predict_default_probability(model, example)),
-            input_example=example,
-            pyfunc_predict_fn="predict_proba",
-            code_paths=[str(Path(credit_risk.__file__).parent)],
-            pip_requirements=_pip_requirements(),
-        )
-        mlflow.set_tag(TAG_DATASET_HASH, dataset_hash)
-        mlflow.set_tag(TAG_MODEL_URI, model_info.model_uri)
-        mlflow.set_tag(TAG_MODEL_FINGERPRINT, fingerprint)
-    return run.info.run_id
-
-
-def _register_version(client: MlflowClient, run_id: str):
-    run = client.get_run(run_id)
-    tags = {name: run.data.tags[name] for name in (TAG_MODEL_FINGERPRINT, TAG_DATASET_HASH)}
-    return mlflow.register_model(run.data.tags[TAG_MODEL_URI], MODEL_NAME, tags=tags)
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def _pip_requirements() -> list[str]:
-    """The model's runtime needs, pinned to what trained it (skips MLflow's slow inference)."""
-    from importlib.metadata import version
-
-    return [f"{name}=={version(name)}" for name in RUNTIME_PACKAGES]
+    return receipt if unchanged else None

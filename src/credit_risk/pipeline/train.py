@@ -1,9 +1,12 @@
 """Stage ``train``: fit the model Pipeline on the train split, evaluate it on the test split."""
 
+from threadpoolctl import threadpool_limits
+
 from credit_risk.ml.contract import FEATURE_NAMES, TARGET
 from credit_risk.ml.evaluation import classification_metrics, curves
 from credit_risk.ml.fingerprints import model_fingerprint
-from credit_risk.ml.model import build_model, predict_default_probability, save_model
+from credit_risk.ml.model import build_model, predict_default_probability
+from credit_risk.ml.model_file import save_model
 from credit_risk.pipeline.paths import METRICS, MODEL, MODEL_INFO, PLOTS, read_splits, write_json
 
 
@@ -12,7 +15,8 @@ def train(params: dict) -> str:
     settings = params["train"]
     train_rows, test_rows = read_splits()
     model = build_model(settings)
-    model.fit(train_rows.loc[:, FEATURE_NAMES], train_rows[TARGET])
+    with threadpool_limits(limits=int(settings["threads"])):
+        model.fit(train_rows.loc[:, FEATURE_NAMES], train_rows[TARGET])
     probability = predict_default_probability(model, test_rows.loc[:, FEATURE_NAMES])
 
     save_model(model, MODEL)

@@ -11,6 +11,8 @@ MODEL_ARTIFACT = "model"
 # Tags on training runs (the first three are copied onto their registry versions).
 TAG_DATASET_HASH = "dataset_hash"
 TAG_MODEL_FINGERPRINT = "model_fingerprint"
+TAG_MODEL_SHA256 = "model_sha256"
+"""SHA256 of the model's skops file: the DVC output ``models/model.skops`` and the artifact."""
 TAG_MODEL_URI = "model_uri"
 
 # Tags on registry versions, set by the register stage or by `credit-risk promote`.

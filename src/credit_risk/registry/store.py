@@ -1,4 +1,8 @@
-"""The MLflow tracking store: which one (URI), checked reachable, with errors naming it."""
+"""The MLflow tracking store: which one (URI), checked reachable, with errors naming it.
+
+MLflow is imported only where it is used: the ``register`` stage decides without it whether it
+needs the store at all (see :mod:`credit_risk.pipeline.register`).
+"""
 
 import os
 import urllib.error
@@ -6,9 +10,6 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-import mlflow
-from mlflow.exceptions import MlflowException
 
 _HTTP_DEFAULTS = {
     # MLflow retries a failing HTTP call 7 times with growing pauses (minutes in all); an
@@ -37,11 +38,18 @@ def embedded_tracking_uri(root: Path) -> str:
     return f"sqlite:///{root / 'mlflow.db'}"
 
 
+def tracking_uri(root: Path) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else the embedded store of the project at ``root``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or embedded_tracking_uri(root)
+
+
 def configure_tracking(root: Path) -> str:
-    """Use ``MLFLOW_TRACKING_URI`` if set, else the embedded store; check it answers."""
+    """Use :func:`tracking_uri` for MLflow; check that a tracking server answers."""
+    import mlflow
+
     for name, value in _HTTP_DEFAULTS.items():
         os.environ.setdefault(name, value)
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or embedded_tracking_uri(root)
+    uri = tracking_uri(root)
     mlflow.set_tracking_uri(uri)
     if uri.startswith(("http://", "https://")):
         _check_server(uri)
@@ -60,6 +68,8 @@ def _check_server(uri: str) -> None:
 @contextmanager
 def tracking_errors(uri: str) -> Iterator[None]:
     """Turn an ``MlflowException`` into a :class:`TrackingError` naming the store."""
+    from mlflow.exceptions import MlflowException
+
     try:
         yield
     except MlflowException as error:
