@@ -17,6 +17,14 @@ import pytest
 PROJECT = Path(__file__).resolve().parent.parent
 REAL_DATA = PROJECT.parent / "shared" / "data" / "gmsc" / "cs-training.csv"
 SERVICE = "credit_risk.serving.service:CreditRiskService"
+CREDIT_RISK = str(Path(sys.executable).parent / "credit-risk")
+PIPELINE = (
+    "from credit_risk.params import load_params; "
+    "from credit_risk.pipeline import prepare, fingerprint, train, register; p = load_params(); "
+    "[print(step(p)) for step in (prepare.prepare, fingerprint.fingerprint, train.train, "
+    "register.register)]"
+)
+"""The four stages in one process (no DVC): for tests that need a registered model fast."""
 PIPELINE_FILES = [
     "dvc.yaml",
     "params.yaml",
@@ -77,6 +85,33 @@ def make_project_repo(path: Path) -> Path:
 @pytest.fixture
 def project_repo(tmp_path: Path) -> Path:
     return make_project_repo(tmp_path / "project")
+
+
+def make_served_project(folder: Path, **environment: str) -> tuple[Path, dict]:
+    """A folder with params, data, a trained Production model in its own MLflow store
+    (``mlflow.db``) imported into its own BentoML home; and the environment using them."""
+    raw = folder / "data" / "raw.csv"
+    raw.parent.mkdir(parents=True)
+    shutil.copy(PROJECT / "data" / "gmsc-synthetic.csv", raw)
+    params = (PROJECT / "params.yaml").read_text(encoding="utf-8")
+    (folder / "params.yaml").write_text(params.replace("data/gmsc-synthetic.csv", "data/raw.csv"))
+    env = pipeline_env(
+        MLFLOW_TRACKING_URI=f"sqlite:///{folder / 'mlflow.db'}",
+        BENTOML_HOME=str(folder / "bentoml"),
+        CREDIT_RISK_PREDICTION_LOG=str(folder / "predictions"),
+        CREDIT_RISK_SHIP_INTERVAL="1",
+        BENTOML_DO_NOT_TRACK="true",
+        **environment,
+    )
+    run([sys.executable, "-c", PIPELINE], folder, env)
+    run([CREDIT_RISK, "import"], folder, env)
+    return folder, env
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory) -> tuple[Path, dict]:
+    """A served project (see :func:`make_served_project`) shared by the session's tests."""
+    return make_served_project(tmp_path_factory.mktemp("project"))
 
 
 def free_port() -> int:

@@ -19,7 +19,7 @@ import httpx
 import mlflow
 import pandas as pd
 import pytest
-from conftest import PROJECT, Server, free_port, pipeline_env
+from conftest import CREDIT_RISK, PROJECT, Server, free_port
 
 from credit_risk.ml.contract import EXAMPLE_APPLICANT as SAMPLE
 from credit_risk.ml.contract import FEATURE_NAMES
@@ -28,13 +28,7 @@ from credit_risk.serving.prediction_log import read_records
 
 THRESHOLD = load_params(PROJECT / "params.yaml")["serve"]["threshold"]
 RISKY = SAMPLE | {"NumberOfTimes90DaysLate": 3, "RevolvingUtilizationOfUnsecuredLines": 1.2}
-PIPELINE = (
-    "from credit_risk.params import load_params; "
-    "from credit_risk.pipeline import prepare, fingerprint, train, register; p = load_params(); "
-    "[print(step(p)) for step in (prepare.prepare, fingerprint.fingerprint, train.train, "
-    "register.register)]"
-)
-CREDIT_RISK_IMPORT = [str(Path(sys.executable).parent / "credit-risk"), "import"]
+CREDIT_RISK_IMPORT = [CREDIT_RISK, "import"]
 
 
 def run(args: list[str], env: dict, cwd: Path, check: bool = True):
@@ -43,28 +37,6 @@ def run(args: list[str], env: dict, cwd: Path, check: bool = True):
     if check and result.returncode != 0:
         pytest.fail(f"{args} failed:\n{result.stdout}\n{result.stderr}")
     return result
-
-
-@pytest.fixture(scope="session")
-def project(tmp_path_factory) -> tuple[Path, dict]:
-    """A project folder with a trained Production model and the env pointing at its stores."""
-    folder = tmp_path_factory.mktemp("project")
-    raw = folder / "data" / "raw.csv"
-    raw.parent.mkdir()
-    shutil.copy(PROJECT / "data" / "gmsc-synthetic.csv", raw)
-    params = (PROJECT / "params.yaml").read_text(encoding="utf-8")
-    params = params.replace("data/gmsc-synthetic.csv", "data/raw.csv")
-    (folder / "params.yaml").write_text(params)
-    env = pipeline_env(
-        MLFLOW_TRACKING_URI=f"sqlite:///{folder / 'mlflow.db'}",
-        BENTOML_HOME=str(folder / "bentoml"),
-        CREDIT_RISK_PREDICTION_LOG=str(folder / "predictions"),
-        CREDIT_RISK_SHIP_INTERVAL="1",
-        BENTOML_DO_NOT_TRACK="true",
-    )
-    run([sys.executable, "-c", PIPELINE], env, folder)
-    run(CREDIT_RISK_IMPORT, env, folder)
-    return folder, env
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +120,9 @@ def test_serve_refuses_a_stale_model_until_imported(project, tmp_path):
     files = client.get_model_version_download_uri("credit-risk-model", "1")
     run_id = client.get_model_version("credit-risk-model", "1").run_id
     second = client.create_model_version("credit-risk-model", files, run_id)
-    client.set_model_version_tag("credit-risk-model", second.version, "serve_threshold", "0.3")
+    for tag in ("serve_threshold", "model_sha256"):
+        value = client.get_model_version("credit-risk-model", "1").tags[tag]
+        client.set_model_version_tag("credit-risk-model", second.version, tag, value)
     client.set_registered_model_alias("credit-risk-model", "production", second.version)
 
     line = serve_refused(env, folder)

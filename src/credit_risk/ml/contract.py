@@ -6,7 +6,10 @@ order, and the serving API builds its request schema and bounds from it.
 
 Canonical names are the Kaggle headers with ``-`` replaced by ``_`` (valid Python identifiers,
 the names the HTTP API uses). Every feature is handed to the model as float64; missing values are
-NaN. Bounds are inclusive and admit every applicant in the Kaggle training file.
+NaN. Bounds are inclusive and admit every applicant of the Kaggle training and test files, with
+room to spare (e.g. the largest monthly income there is 7.7 million, the bound 100 million);
+every feature has a finite maximum, so no derived value (``DebtRatio × MonthlyIncome``) can
+overflow.
 """
 
 from dataclasses import dataclass
@@ -24,7 +27,7 @@ class Feature:
     description: str
     integer: bool
     minimum: float
-    maximum: float | None = None
+    maximum: float
     nullable: bool = False
     sentinel_codes: tuple[int, ...] = ()
 
@@ -36,6 +39,7 @@ FEATURES: tuple[Feature, ...] = (
         "Balance on credit cards and personal lines of credit divided by their credit limits",
         integer=False,
         minimum=0,
+        maximum=1e6,
     ),
     Feature("age", "age", "Age of the borrower in years", integer=True, minimum=0, maximum=120),
     Feature(
@@ -53,6 +57,7 @@ FEATURES: tuple[Feature, ...] = (
         "Monthly debt payments divided by monthly income; in dollars when income is missing",
         integer=False,
         minimum=0,
+        maximum=1e7,
     ),
     Feature(
         "MonthlyIncome",
@@ -60,6 +65,7 @@ FEATURES: tuple[Feature, ...] = (
         "Monthly income in dollars",
         integer=False,
         minimum=0,
+        maximum=1e8,
         nullable=True,
     ),
     Feature(

@@ -121,9 +121,8 @@ def _parse_feature(path: Path, table: pd.DataFrame, feature) -> pd.Series:
         _first_bad(path, column, fraction, texts, "not a whole number")
     too_small = present & (number < feature.minimum)
     _first_bad(path, column, too_small, texts, f"below the minimum {feature.minimum:g}")
-    if feature.maximum is not None:
-        too_large = present & (number > feature.maximum)
-        _first_bad(path, column, too_large, texts, f"above the maximum {feature.maximum:g}")
+    too_large = present & (number > feature.maximum)
+    _first_bad(path, column, too_large, texts, f"above the maximum {feature.maximum:g}")
     return values
 
 

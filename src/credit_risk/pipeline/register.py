@@ -18,7 +18,7 @@ from pathlib import Path
 from credit_risk.params import decision_threshold
 from credit_risk.pipeline.paths import METRICS, MODEL_INFO, RECEIPT, read_json, write_json
 from credit_risk.registry.names import MODEL_NAME
-from credit_risk.registry.store import embedded_tracking_uri, project_root, tracking_uri
+from credit_risk.registry.store import embedded_tracking_uri, project_root, redact, tracking_uri
 
 
 def register(params: dict) -> str:
@@ -59,12 +59,13 @@ def _register_in_mlflow(params: dict, root: Path, fingerprint: str, threshold: f
     from credit_risk.registry.names import TAG_GATE_DECISION, TAG_GATE_REASON, TAG_SERVE_THRESHOLD
     from credit_risk.registry.promotion import PROMOTED, gate, promote, record_decision
     from credit_risk.registry.registration import log_training_run, register_version
+    from credit_risk.registry.registration_lock import registration_lock
     from credit_risk.registry.store import configure_tracking, tracking_errors
 
     uri = configure_tracking(root)
     client = MlflowClient()
-    with tracking_errors(uri):
-        experiment = get_or_create_experiment(client, root)
+    with tracking_errors(uri), registration_lock(client, "register"):
+        experiment = get_or_create_experiment(client, uri, root)
         run_id = find_training_run(client, experiment, fingerprint) or log_training_run(
             params, experiment
         )
@@ -91,7 +92,7 @@ def _register_in_mlflow(params: dict, root: Path, fingerprint: str, threshold: f
         "reason": reason,
         "serve_threshold": threshold,
         "production_version": int(production.version) if production else None,
-        "tracking_uri": uri,
+        "tracking_uri": redact(uri),
     }
 
 
@@ -116,7 +117,7 @@ def _unchanged_receipt(root: Path, uri: str, fingerprint: str, threshold: float)
     unchanged = (
         store_file is not None
         and receipt.get("embedded_store_file") == store_file
-        and receipt.get("tracking_uri") == uri
+        and receipt.get("tracking_uri") == redact(uri)
         and receipt.get("model_fingerprint") == fingerprint
         and receipt.get("serve_threshold") == threshold
     )

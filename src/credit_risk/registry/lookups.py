@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-import mlflow
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
@@ -26,13 +25,14 @@ def production_version(client: MlflowClient) -> ModelVersion | None:
         raise
 
 
-def get_or_create_experiment(client: MlflowClient, root: Path) -> str:
-    """The experiment's id, creating it (artifacts in the project for the embedded store)."""
+def get_or_create_experiment(client: MlflowClient, uri: str, root: Path) -> str:
+    """The experiment's id in the store at ``uri``, creating it (for the embedded store of the
+    project at ``root``, with artifacts in the project's ``mlartifacts/``)."""
     experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
     if experiment is not None:
         return experiment.experiment_id
     artifact_location = None
-    if mlflow.get_tracking_uri() == embedded_tracking_uri(root):
+    if uri == embedded_tracking_uri(root):
         artifact_location = (root / "mlartifacts").as_uri()
     return client.create_experiment(EXPERIMENT_NAME, artifact_location=artifact_location)
 

@@ -14,11 +14,8 @@ from credit_risk.registry.names import (
     TAG_GATE_DECISION,
     TAG_GATE_REASON,
 )
-from credit_risk.registry.store import (
-    configure_tracking,
-    project_root,
-    tracking_errors,
-)
+from credit_risk.registry.registration_lock import registration_lock
+from credit_risk.registry.store import configure_tracking, project_root, redact, tracking_errors
 
 PROMOTED, REJECTED, PROMOTED_BY_HAND = "promoted", "rejected", "promoted_by_hand"
 
@@ -74,8 +71,9 @@ def promote_by_hand(version: int) -> str:
     """Make ``version`` the Production model (alias and stage), bypassing the gate."""
     uri = configure_tracking(project_root())
     client = MlflowClient()
-    with tracking_errors(uri):
+    with tracking_errors(uri), registration_lock(client, "promote"):
         model_version = client.get_model_version(MODEL_NAME, str(version))
         promote(client, model_version)
         record_decision(client, str(version), PROMOTED_BY_HAND, "promoted by hand")
-    return f"{MODEL_NAME} version {version} is now Production (alias @{PRODUCTION_ALIAS}) [{uri}]"
+    where = redact(uri)
+    return f"{MODEL_NAME} version {version} is now Production (alias @{PRODUCTION_ALIAS}) [{where}]"

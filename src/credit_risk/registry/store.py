@@ -5,8 +5,7 @@ needs the store at all (see :mod:`credit_risk.pipeline.register`).
 """
 
 import os
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,34 +43,79 @@ def tracking_uri(root: Path) -> str:
 
 
 def configure_tracking(root: Path) -> str:
-    """Use :func:`tracking_uri` for MLflow; check that a tracking server answers."""
+    """Use :func:`tracking_uri` for MLflow; check that a tracking server answers.
+
+    Returns the URI as configured, credentials included: show it only through :func:`redact`.
+    """
     import mlflow
 
-    for name, value in _HTTP_DEFAULTS.items():
-        os.environ.setdefault(name, value)
     uri = tracking_uri(root)
+    connect(uri)
     mlflow.set_tracking_uri(uri)
-    if uri.startswith(("http://", "https://")):
-        _check_server(uri)
     return uri
 
 
-def _check_server(uri: str) -> None:
+def connect(uri: str):
+    """An ``MlflowClient`` for the store at ``uri``, once a tracking server there answers."""
+    from mlflow import MlflowClient
+
+    for name, value in _HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    if uri.startswith(("http://", "https://")):
+        check_server(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def check_server(uri: str) -> None:
+    """Raise :class:`TrackingError` unless the tracking server at ``uri`` answers ``/health``.
+
+    ``requests`` (MLflow's own HTTP client) sends ``user:password@`` in the URI as basic auth.
+    """
+    import requests
+
     try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5) as response:
-            response.read()
-    except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        raise TrackingError(f"MLflow tracking server {uri} is unreachable: {reason}") from None
+        answer = requests.get(f"{uri.rstrip('/')}/health", timeout=5)
+    except requests.RequestException as error:
+        reason = redact_text(str(error), uri)
+        raise TrackingError(
+            f"MLflow tracking server {redact(uri)} is unreachable: {reason}"
+        ) from None
+    if answer.status_code >= 500:
+        raise TrackingError(
+            f"MLflow tracking server {redact(uri)} is unhealthy: /health answered HTTP "
+            f"{answer.status_code}"
+        )
+
+
+def redact(uri: str) -> str:
+    """``uri`` with its password, if any, replaced by ``***`` (``scheme://user:***@host/...``)."""
+    parts = urllib.parse.urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    if ":" not in userinfo:
+        return uri
+    netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def redact_text(text: str, uri: str) -> str:
+    """``text`` with the URI's password (raw or percent-encoded) and the URI itself redacted."""
+    password = urllib.parse.urlsplit(uri).password
+    text = text.replace(uri, redact(uri))
+    if password:
+        for secret in {password, urllib.parse.quote(password, safe="")}:
+            text = text.replace(secret, "***")
+    return text
 
 
 @contextmanager
 def tracking_errors(uri: str) -> Iterator[None]:
-    """Turn an ``MlflowException`` into a :class:`TrackingError` naming the store."""
+    """Turn an ``MlflowException`` into a :class:`TrackingError` naming the store (redacted)."""
     from mlflow.exceptions import MlflowException
 
     try:
         yield
     except MlflowException as error:
-        message = error.message.strip().splitlines()[0]
-        raise TrackingError(f"MLflow at {uri}: {message}") from error
+        message = redact_text(error.message.strip().splitlines()[0], uri)
+        raise TrackingError(f"MLflow at {redact(uri)}: {message}") from error

@@ -1,26 +1,48 @@
-"""Group commit: concurrent ``/predict`` requests scored and logged together."""
+"""Group commit: concurrent ``/predict`` requests scored and logged together, in bounded order.
+
+Requests arriving while a group is being scored and logged form the next group, so one model
+call and one fsync serve them all. The queue of waiting requests is bounded (a full queue is
+:class:`Overloaded`, answered 503), and a request whose client has gone away before its group
+is scored is dropped: it is neither scored nor logged.
+"""
 
 import asyncio
-from collections.abc import Callable
+import os
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 
 MAX_GROUP = 256
 """Most ``/predict`` requests scored and logged together."""
+MAX_WAITING_ENV = "CREDIT_RISK_MAX_WAITING"
+DEFAULT_MAX_WAITING = 1024
+"""Most ``/predict`` requests waiting for their group (unless the setting above says otherwise);
+more are turned away."""
+
+
+class Overloaded(RuntimeError):
+    """Too many requests are waiting; the client should retry shortly."""
+
+
+class ScoringError(RuntimeError):
+    """The model could not score an applicant that passed validation."""
 
 
 class GroupCommit:
-    """Scores requests in groups: the ones arriving while a group is being scored and logged
-    form the next group, so one model call and one fsync serve them all."""
+    """Scores requests in groups with ``score``, which returns a prediction or an exception
+    per applicant (so one bad row fails alone), in an executor thread."""
 
-    def __init__(self, score: Callable[[list[dict]], list[dict]], executor: Executor):
+    def __init__(self, score: Callable[[list[dict]], list], executor: Executor):
         self.score, self.executor = score, executor
-        self.waiting: list[tuple[dict, asyncio.Future]] = []
+        self.max_waiting = int(os.environ.get(MAX_WAITING_ENV) or DEFAULT_MAX_WAITING)
+        self.waiting: list[tuple[dict, Callable[[], Awaitable[bool]], asyncio.Future]] = []
         self.task: asyncio.Task | None = None
 
-    async def submit(self, applicant: dict) -> dict:
-        """The logged prediction for ``applicant``."""
+    async def submit(self, applicant: dict, client_gone: Callable[[], Awaitable[bool]]) -> dict:
+        """The logged prediction for ``applicant``; ``client_gone`` tells if the caller left."""
+        if len(self.waiting) >= self.max_waiting:
+            raise Overloaded(f"{self.max_waiting} requests are waiting to be scored")
         future = asyncio.get_running_loop().create_future()
-        self.waiting.append((applicant, future))
+        self.waiting.append((applicant, client_gone, future))
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._drain())
         return await future
@@ -29,14 +51,22 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         while self.waiting:
             group, self.waiting = self.waiting[:MAX_GROUP], self.waiting[MAX_GROUP:]
+            live = []
+            for applicant, client_gone, future in group:
+                if future.done() or await client_gone():
+                    future.cancel()
+                else:
+                    live.append((applicant, future))
+            if not live:
+                continue
             try:
                 results = await loop.run_in_executor(
-                    self.executor, self.score, [applicant for applicant, _ in group]
+                    self.executor, self.score, [applicant for applicant, _ in live]
                 )
-            except Exception as error:  # noqa: BLE001 - every waiting request gets it
-                results = [error] * len(group)
-            for (_, future), result in zip(group, results, strict=True):
-                if future.done():  # the client went away
+            except Exception as error:  # noqa: BLE001 - every request of the group gets it
+                results = [error] * len(live)
+            for (_, future), result in zip(live, results, strict=True):
+                if future.done():
                     continue
                 if isinstance(result, Exception):
                     future.set_exception(result)

@@ -1,36 +1,42 @@
-"""Release: the registry's Production version into the BentoML model store, and back-checks.
+"""Release: the registry's Production version into the BentoML model store, verified.
 
-:func:`import_production` (``credit-risk import``) copies the version the ``production`` alias
-points at into the BentoML store with a :class:`ServedModel` record: everything the service
-reports about what it serves, the decision threshold included, taken from the registry.
-:func:`production_check` runs before ``bentoml serve`` starts its workers.
+:func:`import_production` (``credit-risk import``) copies the skops file of the version the
+``production`` alias points at into the BentoML store, with a :class:`ServedModel` record:
+everything the service reports about what it serves, the decision threshold included, taken
+from the registry. Nothing in the artifact decides how it is loaded: the file must be skops,
+match the SHA256 recorded at registration (``model_sha256``) and hold only the project's
+trusted types; :func:`load_served_model` checks the hash again before the service uses it.
 """
 
 import os
+import shutil
+import tempfile
 from datetime import UTC, datetime
+from pathlib import Path
 
 import bentoml
-from mlflow import MlflowClient
+import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from credit_risk.ml.fingerprints import file_sha256
+from credit_risk.ml.model_file import load_model
 from credit_risk.registry.lookups import production_version
 from credit_risk.registry.names import (
     MODEL_NAME,
     PRODUCTION_ALIAS,
     PRODUCTION_STAGE,
     TAG_DATASET_HASH,
+    TAG_MODEL_SHA256,
     TAG_SERVE_THRESHOLD,
 )
-from credit_risk.registry.store import (
-    configure_tracking,
-    project_root,
-    tracking_errors,
-)
+from credit_risk.registry.store import configure_tracking, project_root, redact, tracking_errors
 
 BENTO_MODEL = MODEL_NAME
 """The BentoML store name; each import adds a version."""
 SERVED_MODEL_KEY = "served_model"
 """The BentoML model's metadata key holding the :class:`ServedModel` record."""
+MODEL_FILE = "model.skops"
+"""The model file, in the MLflow artifact and in the BentoML model."""
 
 
 class ServedModel(BaseModel):
@@ -44,11 +50,13 @@ class ServedModel(BaseModel):
     alias: str
     run_id: str
     dataset_hash: str
+    model_sha256: str
     decision_threshold: float
     metrics: dict[str, float]
     trained_at: str
     imported_at: str
     tracking_uri: str
+    """Where it was imported from, with any password redacted."""
 
     @classmethod
     def of(cls, model: bentoml.Model) -> "ServedModel":
@@ -66,10 +74,6 @@ class ImportRefused(RuntimeError):
     """There is nothing (valid) to import."""
 
 
-class StartRefused(RuntimeError):
-    """The model to serve is not the registry's Production version."""
-
-
 def latest_import() -> bentoml.Model | None:
     """The newest ``credit-risk-model`` in the BentoML store, or None."""
     try:
@@ -80,6 +84,9 @@ def latest_import() -> bentoml.Model | None:
 
 def import_production() -> str:
     """Import the Production version into the BentoML store (unless it is the newest there)."""
+    from mlflow import MlflowClient
+    from mlflow.artifacts import download_artifacts
+
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = configure_tracking(project_root())
     client = MlflowClient()
@@ -87,14 +94,15 @@ def import_production() -> str:
         version = production_version(client)
         if version is None:
             raise ImportRefused(
-                f"MLflow at {uri} has no Production version of {MODEL_NAME} "
+                f"MLflow at {redact(uri)} has no Production version of {MODEL_NAME} "
                 f"(alias @{PRODUCTION_ALIAS}); nothing imported"
             )
-        if TAG_SERVE_THRESHOLD not in version.tags:
-            raise ImportRefused(
-                f"{MODEL_NAME} version {version.version} in MLflow at {uri} has no "
-                f"{TAG_SERVE_THRESHOLD} tag; run `dvc repro` (its register stage sets it)"
-            )
+        for tag in (TAG_SERVE_THRESHOLD, TAG_MODEL_SHA256):
+            if tag not in version.tags:
+                raise ImportRefused(
+                    f"{MODEL_NAME} version {version.version} in MLflow at {redact(uri)} has no "
+                    f"{tag} tag; run `dvc repro` (its register stage sets it)"
+                )
         run = client.get_run(version.run_id)
     served = ServedModel(
         model_name=MODEL_NAME,
@@ -103,23 +111,73 @@ def import_production() -> str:
         alias=PRODUCTION_ALIAS,
         run_id=version.run_id,
         dataset_hash=run.data.tags.get(TAG_DATASET_HASH, ""),
+        model_sha256=version.tags[TAG_MODEL_SHA256],
         decision_threshold=float(version.tags[TAG_SERVE_THRESHOLD]),
         metrics=run.data.metrics,
         trained_at=datetime.fromtimestamp(run.info.start_time / 1000, UTC).isoformat(),
         imported_at=datetime.now(UTC).isoformat(),
-        tracking_uri=uri,
+        tracking_uri=redact(uri),
     )
     current = latest_import()
     if current is not None and _same_release(current, served):
         return f"{current.tag} is already {MODEL_NAME} version {version.version} (Production)"
-    with tracking_errors(uri):
-        model = bentoml.mlflow.import_model(
+    with tempfile.TemporaryDirectory() as folder:
+        with tracking_errors(uri):
+            artifact = download_artifacts(
+                f"models:/{MODEL_NAME}/{version.version}", dst_path=folder
+            )
+        model_file = verified_model_file(Path(artifact), served)
+        with bentoml.models.create(
             BENTO_MODEL,
-            f"models:/{MODEL_NAME}/{version.version}",
             labels={"registry_version": served.model_version, "run_id": served.run_id},
             metadata={SERVED_MODEL_KEY: served.model_dump()},
+        ) as model:
+            shutil.copyfile(model_file, model.path_of(MODEL_FILE))
+    return (
+        f"imported {MODEL_NAME} version {version.version} (Production) from {redact(uri)} "
+        f"as {model.tag}"
+    )
+
+
+def verified_model_file(artifact: Path, served: ServedModel) -> Path:
+    """The artifact's skops file, once it is known to be the registered, loadable model."""
+    where = f"{MODEL_NAME} version {served.model_version}"
+    try:
+        flavor = yaml.safe_load((artifact / "MLmodel").read_text())["flavors"]["sklearn"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        raise ImportRefused(
+            f"{where}: the artifact has no scikit-learn MLmodel; refusing"
+        ) from None
+    stored = (flavor.get("serialization_format"), flavor.get("pickled_model"))
+    if stored != ("skops", MODEL_FILE):
+        raise ImportRefused(
+            f"{where}: the model is stored as {stored[0]!r} in {stored[1]!r}, not as skops in "
+            f"{MODEL_FILE!r}; only skops files are loaded: refusing"
         )
-    return f"imported {MODEL_NAME} version {version.version} (Production) from {uri} as {model.tag}"
+    model_file = artifact / MODEL_FILE
+    digest = file_sha256(model_file)
+    if digest != served.model_sha256:
+        raise ImportRefused(
+            f"{where}: {MODEL_FILE} has SHA256 {digest}, but {served.model_sha256} was "
+            "registered; the artifact was changed after registration: refusing"
+        )
+    try:
+        load_model(model_file)
+    except Exception as error:  # noqa: BLE001 - skops refuses untrusted types in many ways
+        raise ImportRefused(f"{where}: {MODEL_FILE} does not load: {error}") from None
+    return model_file
+
+
+def load_served_model(model: bentoml.Model, served: ServedModel):
+    """The imported model's sklearn Pipeline, after checking the file's SHA256 once more."""
+    path = Path(model.path_of(MODEL_FILE))
+    digest = file_sha256(path)
+    if digest != served.model_sha256:
+        raise ValueError(
+            f"BentoML model {model.tag}: {path} has SHA256 {digest}, but version "
+            f"{served.model_version} was imported with {served.model_sha256}: refusing to serve"
+        )
+    return load_model(path)
 
 
 def _same_release(model: bentoml.Model, candidate: ServedModel) -> bool:
@@ -127,38 +185,5 @@ def _same_release(model: bentoml.Model, candidate: ServedModel) -> bool:
         current = ServedModel.of(model)
     except ValueError:
         return False
-    fields = ("model_version", "run_id", "dataset_hash", "decision_threshold", "tracking_uri")
+    fields = ("model_version", "run_id", "model_sha256", "decision_threshold", "tracking_uri")
     return all(getattr(current, name) == getattr(candidate, name) for name in fields)
-
-
-def production_check(served: ServedModel, served_tag: str, in_bento: bool) -> None:
-    """Check that the BentoML model to serve is the registry's Production version.
-
-    The tracking store is ``MLFLOW_TRACKING_URI``, else ``mlflow.db`` in the project folder.
-    A built bento (``in_bento``) with ``MLFLOW_TRACKING_URI`` unset serves its packaged model
-    unchecked. Raises :class:`StartRefused` (no store, no Production version, or another one
-    than served) or :class:`~credit_risk.registry.store.TrackingError` (store unreachable).
-    """
-    root = project_root()
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        if in_bento:
-            return
-        if not (root / "mlflow.db").exists():
-            raise StartRefused(
-                f"no tracking store: MLFLOW_TRACKING_URI is not set and there is no "
-                f"{root / 'mlflow.db'}; cannot tell which {MODEL_NAME} version is Production"
-            )
-    uri = configure_tracking(root)
-    with tracking_errors(uri):
-        version = production_version(MlflowClient())
-    if version is None:
-        raise StartRefused(
-            f"MLflow at {uri} has no Production version of {MODEL_NAME} (alias "
-            f"@{PRODUCTION_ALIAS}); nothing to serve"
-        )
-    if str(version.version) != served.model_version:
-        raise StartRefused(
-            f"{MODEL_NAME} Production (alias @{PRODUCTION_ALIAS}) in MLflow at {uri} is "
-            f"version {version.version}, but the BentoML model {served_tag} is version "
-            f"{served.model_version}; run `credit-risk import` first"
-        )

@@ -1,28 +1,33 @@
-"""The HTTP API: FastAPI routes, each a thin adapter over the running service, and the ASGI
-middleware that turns away non-JSON bodies.
+"""The HTTP API: FastAPI routes, each a thin adapter over the running service.
 
 The app is mounted on :class:`~credit_risk.serving.service.CreditRiskService` at ``/``. Routes
 are module functions that find the service with ``bentoml.get_current_service()``: BentoML's
 class-method routes get ``self`` from a synchronous FastAPI dependency, which runs in a thread
-pool on every request (measurably slower for ``/predict``).
+pool on every request (measurably slower for ``/predict``). Bodies reach the routes already
+checked for size and content type (:mod:`credit_risk.serving.request_bodies`).
 """
 
 import asyncio
+import warnings
 from typing import TYPE_CHECKING
 
 import bentoml
 import orjson
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.openapi.utils import get_openapi
 from pydantic import ValidationError
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
-from credit_risk.serving.schemas import APPLICANT, BatchRequest
+from credit_risk.serving.batching import Overloaded, ScoringError
+from credit_risk.serving.request_bodies import MAX_BODY_BYTES
+from credit_risk.serving.schemas import APPLICANT, BatchRequest, openapi_components
 
 if TYPE_CHECKING:
     from credit_risk.serving.service import CreditRiskService
 
-app = FastAPI(title="credit-risk service")
+RETRY_AFTER_SECONDS = "1"
+
+app = FastAPI(title="credit-risk service", version="1")
 
 
 def service() -> "CreditRiskService":
@@ -30,9 +35,39 @@ def service() -> "CreditRiskService":
     return bentoml.get_current_service()
 
 
-def _json_body(schema: dict) -> dict:
-    """OpenAPI for a route that reads its JSON body itself."""
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _responses(ok: str, **errors: str) -> dict:
+    """OpenAPI responses: ``ok`` the 200 schema, ``errors`` HTTP status -> why."""
+    json_of = lambda schema: {"application/json": {"schema": schema}}  # noqa: E731
+    responses = {"200": {"description": "OK", "content": json_of(_ref(ok))}}
+    for status, why in errors.items():
+        responses[status.strip("_")] = {
+            "description": why,
+            "content": json_of(_ref("ErrorResponse")),
+        }
+    return responses
+
+
+def _post(body: str, ok: str, limit: int) -> dict:
+    """OpenAPI of a POST route that reads its JSON body itself."""
+    return {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(body)}}},
+        "responses": _responses(
+            ok,
+            _400="the body is not valid JSON or breaks the feature contract (detail per field)",
+            _413=f"the body is larger than {limit} bytes",
+            _415="the body is not application/json",
+            _503="the prediction could not be logged, the service is overloaded (Retry-After) "
+            "or its model is no longer the registry's Production version",
+        ),
+    }
+
+
+def _error(status: int, message: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers or None)
 
 
 def _invalid(error: ValidationError) -> JSONResponse:
@@ -46,67 +81,85 @@ def _json(body) -> Response:
     return Response(orjson.dumps(body), media_type="application/json")
 
 
-@app.get("/")
+@app.api_route("/", methods=["GET", "HEAD"])
 async def index() -> dict:
     """Basic status."""
     return service().status()
 
 
-@app.get("/health")
+@app.api_route(
+    "/health",
+    methods=["GET", "HEAD"],
+    responses={503: {"description": "failing: it cannot log predictions or must not serve"}},
+)
 async def health() -> JSONResponse:
-    """Model and prediction-log health; 503 when predictions cannot be logged."""
+    """Model, registry and prediction-log health; 503 when the service cannot serve."""
     body = service().health()
     return JSONResponse(body, status_code=503 if body["status"] == "failing" else 200)
 
 
-@app.get("/model/info")
+@app.api_route("/model/info", methods=["GET", "HEAD"])
 async def model_info() -> dict:
     """What is served: registry version, run, data, training metrics, decision threshold."""
     return service().model_info()
 
 
-@app.post("/predict", openapi_extra=_json_body(APPLICANT.json_schema()))
+@app.post("/predict", openapi_extra=_post("Applicant", "Prediction", MAX_BODY_BYTES["/predict"]))
 async def predict(request: Request) -> Response:
     """Score one applicant (the bare body): ``prediction``, ``probability``, ..."""
     try:
         applicant = APPLICANT.validate_json(await request.body() or b"{}")
     except ValidationError as error:
         return _invalid(error)
+    running = service()
+    if refusal := running.refusal():
+        return _error(503, refusal)
     try:
-        return _json(await service().group_commit.submit(applicant))
+        return _json(await running.group_commit.submit(applicant, request.is_disconnected))
+    except Overloaded as error:
+        return _error(503, f"overloaded: {error}", **{"Retry-After": RETRY_AFTER_SECONDS})
     except OSError as error:
-        return JSONResponse({"error": f"prediction not logged: {error}"}, status_code=503)
+        return _error(503, f"prediction not logged: {error}")
+    except ScoringError as error:
+        return _error(500, str(error))
 
 
-@app.post("/predict/batch", openapi_extra=_json_body(BatchRequest.model_json_schema()))
+@app.post(
+    "/predict/batch",
+    openapi_extra=_post("BatchRequest", "BatchResponse", MAX_BODY_BYTES["/predict/batch"]),
+)
 async def predict_batch(request: Request) -> Response:
     """Score up to 10,000 applicants: ``{"applicants": [...]}`` -> ``{"predictions": ...}``."""
-    body = await request.body()
     try:
-        applicants = BatchRequest.model_validate_json(body or b"{}").applicants
+        applicants = BatchRequest.model_validate_json(await request.body() or b"{}").applicants
     except ValidationError as error:
         return _invalid(error)
     running = service()
+    if refusal := running.refusal():
+        return _error(503, refusal)
     try:
         predictions = await asyncio.get_running_loop().run_in_executor(
-            running.batch_scorer, running.score, applicants
+            running.batch_scorer, running.score_batch, applicants
         )
     except OSError as error:
-        return JSONResponse({"error": f"predictions not logged: {error}"}, status_code=503)
+        return _error(503, f"predictions not logged: {error}")
+    except ScoringError as error:
+        return _error(500, str(error))
     return _json({"predictions": predictions})
 
 
-class JsonBodiesOnly:
-    """ASGI middleware: 415 for a POST body that is not JSON (BentoML would answer 500)."""
+def openapi() -> dict:
+    """FastAPI's OpenAPI document with the schemas as resolvable components. The GET routes
+    also answer HEAD (for uptime checkers), which HTTP implies and the document leaves out."""
+    if app.openapi_schema is None:
+        with warnings.catch_warnings():  # GET and HEAD of one route share an operation id
+            warnings.filterwarnings("ignore", "Duplicate Operation ID")
+            document = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        for operations in document["paths"].values():
+            operations.pop("head", None)
+        document.setdefault("components", {})["schemas"] = openapi_components()
+        app.openapi_schema = document
+    return app.openapi_schema
 
-    def __init__(self, app):
-        self.app = app
 
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["method"] == "POST":
-            content_type = dict(scope["headers"]).get(b"content-type", b"application/json")
-            if content_type.split(b";")[0].strip().lower() != b"application/json":
-                error = {"error": "the request body must be JSON (Content-Type: application/json)"}
-                await JSONResponse(error, status_code=415)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+app.openapi = openapi

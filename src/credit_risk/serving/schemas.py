@@ -1,19 +1,40 @@
-"""Request and response schemas of the HTTP API, generated from the feature contract."""
+"""Request and response schemas of the HTTP API, generated from the feature contract.
 
-from typing import Annotated
+Each applicant field is a JSON number within the contract's bounds; ``null`` only where the
+contract allows a missing value. Counts take whole numbers, also written as ``2.0`` (what
+pandas writes for a nullable integer column), never ``2.5``. The OpenAPI components are built
+here with references that resolve inside one OpenAPI document.
+"""
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema
 from typing_extensions import TypedDict  # pydantic needs it for TypedDict on Python 3.11
 
 from credit_risk.ml.contract import FEATURES, Feature
 
 MAX_BATCH_ROWS = 10_000
+REF_TEMPLATE = "#/components/schemas/{model}"
+
+
+def _whole_number(value: float) -> int:
+    if not value.is_integer():
+        raise ValueError("Input should be a whole number")
+    return int(value)
 
 
 def _field(feature: Feature):
-    kind = int if feature.integer else float
-    field = Field(ge=feature.minimum, le=feature.maximum, description=feature.description)
-    return Annotated[kind | None if feature.nullable else kind, field]
+    bounds = Field(ge=feature.minimum, le=feature.maximum, description=feature.description)
+    kind = Annotated[float, bounds]
+    if feature.integer:
+        documented = {
+            "type": "integer",
+            "minimum": int(feature.minimum),
+            "maximum": int(feature.maximum),
+            "description": feature.description,
+        }
+        kind = Annotated[float, bounds, AfterValidator(_whole_number), WithJsonSchema(documented)]
+    return kind | None if feature.nullable else kind
 
 
 Applicant = TypedDict("Applicant", {feature.name: _field(feature) for feature in FEATURES})
@@ -27,3 +48,42 @@ class BatchRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     applicants: list[Applicant] = Field(min_length=1, max_length=MAX_BATCH_ROWS)
+
+
+class Prediction(TypedDict):
+    """One scored applicant."""
+
+    prediction: Literal[0, 1]
+    probability: float
+    model_version: str
+    prediction_id: str
+    timestamp: str
+
+
+class BatchResponse(BaseModel):
+    """``/predict/batch``'s answer: the predictions in the order of the applicants."""
+
+    predictions: list[Prediction]
+
+
+class ErrorResponse(BaseModel):
+    """Every error answer: what went wrong; for invalid bodies, pydantic's detail per field."""
+
+    error: str
+    detail: list[dict] | None = None
+
+
+def openapi_components() -> dict[str, dict]:
+    """The schemas above as OpenAPI components, every ``$ref`` pointing among them."""
+    components = {}
+    for name, adapter in [
+        ("Applicant", APPLICANT),
+        ("BatchRequest", TypeAdapter(BatchRequest)),
+        ("Prediction", TypeAdapter(Prediction)),
+        ("BatchResponse", TypeAdapter(BatchResponse)),
+        ("ErrorResponse", TypeAdapter(ErrorResponse)),
+    ]:
+        schema = adapter.json_schema(ref_template=REF_TEMPLATE)
+        components.update(schema.pop("$defs", {}))
+        components[name] = schema
+    return components

@@ -3,11 +3,11 @@
 Import the version the MLflow alias ``production`` points at, then serve it::
 
     credit-risk import
-    bentoml serve                  # refuses to start unless that is still Production
+    bentoml serve                  # refuses to start if the registry says it is not Production
 
-The HTTP routes are in :mod:`credit_risk.serving.routes`; this class holds the model, the
-prediction log and the scoring threads. Every prediction is fsync'd to the prediction log
-before its response is sent.
+The HTTP routes are in :mod:`credit_risk.serving.routes`; this class holds the verified model,
+the prediction log and its shipper, the registry guard and the scoring threads. Every
+prediction is fsync'd to the prediction log before its response is sent.
 """
 
 import gc
@@ -23,18 +23,23 @@ from threadpoolctl import threadpool_limits
 
 from credit_risk.ml.contract import FEATURE_NAMES
 from credit_risk.registry.store import TrackingError
-from credit_risk.serving.batching import GroupCommit
+from credit_risk.serving.batching import GroupCommit, ScoringError
 from credit_risk.serving.prediction_log import PredictionLog, log_directory
-from credit_risk.serving.release import (
-    BENTO_MODEL,
-    ServedModel,
+from credit_risk.serving.production_guard import (
+    ProductionGuard,
     StartRefused,
     production_check,
+    registry_required,
+    serving_tracking_uri,
+    unverified_start_message,
 )
-from credit_risk.serving.routes import JsonBodiesOnly, app
-from credit_risk.serving.shipping import Shipper, shipping_status
+from credit_risk.serving.release import BENTO_MODEL, ServedModel, load_served_model
+from credit_risk.serving.request_bodies import RequestBodies
+from credit_risk.serving.routes import app
+from credit_risk.serving.shipping import Shipper
 
 FEATURE_VALUES = itemgetter(*FEATURE_NAMES)
+NO_TRACKING_STORE = "off: MLFLOW_TRACKING_URI is not set; predictions stay in the local log"
 
 
 @bentoml.asgi_app(app, path="/")
@@ -52,24 +57,40 @@ class CreditRiskService:
 
     @bentoml.on_deployment
     def check_production():
-        """Runs once in ``bentoml serve`` before the workers: refuse to start with one line on
-        stderr unless :func:`~credit_risk.serving.release.production_check` passes."""
+        """Runs once in ``bentoml serve`` before the workers: refuse to start (one line on
+        stderr) when the registry says the model is not Production; warn when it cannot say."""
         model = CreditRiskService.inner.bento_model.resolve()
         try:
             served = ServedModel.of(model)
-            production_check(served, str(model.tag), CreditRiskService.bento is not None)
-        except (StartRefused, TrackingError, ValueError) as error:
+            uri = serving_tracking_uri(in_bento=CreditRiskService.bento is not None)
+            if uri is not None:
+                production_check(served, str(model.tag), uri)
+        except TrackingError as error:
+            if registry_required():
+                print(f"credit-risk service: refusing to start: {error}", file=sys.stderr)
+                raise SystemExit(1) from None
+            print(unverified_start_message(error), file=sys.stderr)
+        except (StartRefused, ValueError) as error:
             print(f"credit-risk service: refusing to start: {error}", file=sys.stderr)
             raise SystemExit(1) from None
 
     def __init__(self):
-        self.served = ServedModel.of(self.bento_model)
-        # The sklearn Pipeline behind the pyfunc; fed float64 arrays in contract order.
-        self.model = bentoml.mlflow.load_model(self.bento_model).get_raw_model()
-        self.log_dir = log_directory()
-        self.log = PredictionLog(self.log_dir)
-        run_tags = {"model_run_id": self.served.run_id, "dataset_hash": self.served.dataset_hash}
-        Shipper(self.log_dir, self.served.model_version, run_tags).start()
+        model = self.bento_model
+        self.served = ServedModel.of(model)
+        self.model = load_served_model(model, self.served)
+        uri = serving_tracking_uri(in_bento=CreditRiskService.bento is not None)
+        self.log = PredictionLog(log_directory())
+        self.shipper = self.guard = None
+        if uri is not None:
+            run_tags = {
+                "model_run_id": self.served.run_id,
+                "dataset_hash": self.served.dataset_hash,
+            }
+            self.shipper = Shipper(self.log.directory, uri, run_tags)
+            self.shipper.start()
+            self.guard = ProductionGuard(self.served, str(model.tag), uri, verified=False)
+            self.guard.check_once()
+            self.guard.start()
         # Model calls and log writes leave the event loop: /predict groups in one thread with
         # one OpenMP thread (a limit that is per thread; more only compete with the event loop
         # for the cores), batches in another with all cores.
@@ -77,7 +98,7 @@ class CreditRiskService:
             1, thread_name_prefix="scorer", initializer=threadpool_limits, initargs=(1,)
         )
         self.batch_scorer = ThreadPoolExecutor(1, thread_name_prefix="batch-scorer")
-        self.group_commit = GroupCommit(self.score, self.scorer)
+        self.group_commit = GroupCommit(self.score_group, self.scorer)
         # Start-up objects never become garbage: keep them out of every later collection. Full
         # collections of what BentoML allocates later are slow (see README, "Performance"):
         # young generations are collected as usual, full ones almost never.
@@ -85,15 +106,27 @@ class CreditRiskService:
         gc.freeze()
         gc.set_threshold(50_000, 20, 100)
 
-    def score(self, applicants: list[dict]) -> list[dict]:
-        """Predictions for ``applicants``, logged durably (one write and fsync) first."""
+    def refusal(self) -> str | None:
+        """Why predictions are refused now (the registry moved Production away), or None."""
+        if self.guard is not None and not self.guard.state["serving"]:
+            return f"not serving: {self.guard.state['error']}"
+        return None
+
+    def predict(self, applicants: list[dict]) -> list[dict | Exception]:
+        """A prediction per applicant, unlogged; an applicant the model fails on gets the
+        exception, and the others are scored one by one so that only it fails."""
         values = np.array(list(map(FEATURE_VALUES, applicants)), dtype="float64")
-        probabilities = self.model.predict_proba(values)[:, 1].tolist()
+        try:
+            probabilities = self.model.predict_proba(values)[:, 1].tolist()
+        except Exception:  # noqa: BLE001 - find the applicant(s) the model cannot score
+            probabilities = [self._probability_or_error(row) for row in values]
         now = datetime.now(UTC).isoformat()
         ids = os.urandom(16 * len(applicants)).hex()
         threshold, version = self.served.decision_threshold, self.served.model_version
-        predictions = [
-            {
+        return [
+            p
+            if isinstance(p, Exception)
+            else {
                 "prediction": int(p >= threshold),
                 "probability": p,
                 "model_version": version,
@@ -102,6 +135,31 @@ class CreditRiskService:
             }
             for i, p in enumerate(probabilities)
         ]
+
+    def _probability_or_error(self, row: np.ndarray) -> float | Exception:
+        try:
+            return float(self.model.predict_proba(row[np.newaxis, :])[0, 1])
+        except Exception as error:  # noqa: BLE001 - this applicant's answer is the error
+            return ScoringError(f"the model could not score this applicant: {error}")
+
+    def score_group(self, applicants: list[dict]) -> list[dict | Exception]:
+        """``/predict`` groups: predictions, the scored ones logged durably (one fsync) first."""
+        predictions = self.predict(applicants)
+        self.log.append(
+            [
+                {**prediction, "inputs": applicant}
+                for applicant, prediction in zip(applicants, predictions, strict=True)
+                if not isinstance(prediction, Exception)
+            ]
+        )
+        return predictions
+
+    def score_batch(self, applicants: list[dict]) -> list[dict]:
+        """``/predict/batch``: all predictions logged durably, or none and an error."""
+        predictions = self.predict(applicants)
+        failed = [i for i, p in enumerate(predictions) if isinstance(p, Exception)]
+        if failed:
+            raise ScoringError(f"applicant {failed[0]}: {predictions[failed[0]]}")
         self.log.append(
             [
                 {**prediction, "inputs": applicant}
@@ -121,14 +179,27 @@ class CreditRiskService:
         }
 
     def health(self) -> dict:
-        """``GET /health``: model and prediction-log health (``failing``: log not writable)."""
-        shipping = shipping_status(self.log_dir)
+        """``GET /health``: ``failing`` if it cannot log or must not serve, ``degraded`` if
+        shipping fails or the registry could not confirm the model is Production."""
+        version = self.served.model_version
+        shipping = self.shipper.status(version) if self.shipper else {"enabled": False}
+        registry = self.guard.state if self.guard else {"production_verified": False}
+        if not self.shipper:
+            shipping["status"] = registry["check"] = NO_TRACKING_STORE
         local_ok = self.log.error is None
+        if not local_ok or self.refusal():
+            status = "failing"
+        elif self.guard and not (registry["production_verified"] and shipping["ok"]):
+            status = "degraded"
+        else:
+            status = "ok"
         return {
-            "status": "failing" if not local_ok else "ok" if shipping["ok"] else "degraded",
+            "status": status,
             "model_loaded": self.model is not None,
-            "model_version": self.served.model_version,
+            "model_version": version,
             "model_stage": self.served.model_stage,
+            "production_verified": registry["production_verified"],
+            "registry": registry,
             "prediction_log": {
                 "ok": local_ok,
                 "error": self.log.error,
@@ -142,4 +213,4 @@ class CreditRiskService:
         return self.served.model_dump() | {"bento_model": str(self.bento_model.tag)}
 
 
-CreditRiskService.add_asgi_middleware(JsonBodiesOnly)
+CreditRiskService.add_asgi_middleware(RequestBodies)

@@ -1,14 +1,19 @@
-"""Shipping the prediction log to MLflow: a background thread, a resumable state file.
+"""Shipping the prediction log to MLflow: a background thread that never dies.
 
-:class:`Shipper` copies complete lines not yet shipped to an MLflow run per model version
-(records as artifacts, counts and probability statistics as metrics). Its progress is a small
-JSON state file replaced atomically; a shipment that fails (MLflow down) is retried on the next
-round, so a restart loses nothing. Only the process holding the directory's lock file ships.
+:class:`Shipper` copies the complete lines not yet shipped to the run ``serving-v<version>`` of
+the records' model version in the configured tracking store: each chunk as an artifact named
+after its log file, byte range and counts, then the run's totals as metrics. Totals are summed
+from those artifact names, so they equal the records shipped whatever the number of log
+directories (replicas, restarts) shipping to one run. Lines that are not records are moved to
+``quarantine/`` and counted. Progress is ``shipped.json``, replaced atomically; a failed round
+(MLflow down, disk full) is retried next round, so nothing is lost. Only the process holding
+the directory's ``shipper.lock`` ships. Finished, fully shipped files are kept, compressed or
+deleted as ``CREDIT_RISK_SHIPPED_LOGS`` says.
 """
 
 import fcntl
-import json
 import os
+import re
 import statistics
 import tempfile
 import threading
@@ -16,133 +21,211 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mlflow import MlflowClient
-from mlflow.entities import Metric
+import orjson
 
-from credit_risk.registry.lookups import get_or_create_experiment
 from credit_risk.registry.names import (
     MODEL_NAME,
     TAG_SERVING_MODEL_NAME,
     TAG_SERVING_MODEL_VERSION,
 )
-from credit_risk.registry.store import configure_tracking, project_root
-from credit_risk.serving.prediction_log import LOG_FILE_PATTERN
+from credit_risk.registry.store import connect, project_root, redact, redact_text
+from credit_risk.serving.prediction_log import LOG_FILE_PATTERN, is_finished
+from credit_risk.serving.shipping_state import (
+    StateError,
+    quarantine,
+    read_state,
+    retention,
+    retire,
+    save_state,
+)
 
 SHIP_INTERVAL_ENV = "CREDIT_RISK_SHIP_INTERVAL"
-STATE_FILE = "shipped.json"
+ARTIFACT_DIR = "predictions"
 MAX_SHIPMENT_BYTES = 8 * 1024 * 1024
+CHUNK_NAME = re.compile(
+    r"^(?P<stem>.+)-(?P<start>\d{12})-(?P<end>\d{12})-(?P<records>\d+)r-(?P<positives>\d+)p\.jsonl$"
+)
 
 
-def read_state(directory: Path) -> dict:
-    """What has been shipped: offsets per log file, totals, the run, the last error."""
-    try:
-        return json.loads((directory / STATE_FILE).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {"offsets": {}, "shipped": 0, "positives": 0, "run_id": None, "error": None}
+def run_totals(artifact_names: list[str]) -> tuple[int, int]:
+    """(records, positives) of a serving run, from its chunk artifacts' names.
 
-
-def shipping_status(directory: Path) -> dict:
-    """The shipping part of ``/health``: ok, last error and attempt, run, shipped, pending."""
-    state = read_state(directory)
-    written = sum(path.stat().st_size for path in directory.glob(LOG_FILE_PATTERN))
-    return {
-        "ok": state["error"] is None,
-        "error": state["error"],
-        "last_attempt": state.get("attempted_at"),
-        "run_id": state["run_id"],
-        "shipped_records": state["shipped"],
-        "pending_bytes": written - sum(state["offsets"].values()),
-    }
+    A retried shipment starts where the failed one started; if the log grew meanwhile it ends
+    later. So per log file and start offset only the longest chunk counts.
+    """
+    longest: dict[tuple[str, str], re.Match] = {}
+    for name in artifact_names:
+        match = CHUNK_NAME.match(Path(name).name)
+        if match:
+            key = (match["stem"], match["start"])
+            if key not in longest or match["end"] > longest[key]["end"]:
+                longest[key] = match
+    records = sum(int(match["records"]) for match in longest.values())
+    return records, sum(int(match["positives"]) for match in longest.values())
 
 
 class Shipper(threading.Thread):
-    """Background thread shipping the log directory's new records to MLflow."""
+    """Background thread shipping a log directory's new records to the tracking store."""
 
-    def __init__(self, directory: Path, model_version: str, run_tags: dict[str, str]):
+    def __init__(self, directory: Path, uri: str, run_tags: dict[str, str]):
         super().__init__(name="prediction-shipper", daemon=True)
-        self.directory = directory
-        self.model_version = model_version
-        self.run_tags = run_tags
+        self.directory, self.uri, self.run_tags = directory, uri, run_tags
         self.interval = float(os.environ.get(SHIP_INTERVAL_ENV) or 30)
+        self.retention = retention()
+        self.shipping = False
+        self.error: str | None = None
+        self.last_attempt: str | None = None
+        self.last_success: str | None = None
+        self._lock_file = None
 
     def run(self) -> None:
-        lock = (self.directory / "shipper.lock").open("a")
         while True:
             try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                time.sleep(self.interval)
-        while True:
-            self.ship_once()
+                if self.shipping or self._take_lock():
+                    self.last_attempt = _now()
+                    self.ship_once()
+                    self.error, self.last_success = None, _now()
+            except Exception as error:  # noqa: BLE001 - whatever failed, report it and go on
+                detail = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+                self.error = redact_text(f"{type(error).__name__}: {detail}", self.uri)
             time.sleep(self.interval)
 
-    def ship_once(self) -> None:
-        """Ship what is new; on failure record the error in the state and try again later."""
-        state = read_state(self.directory)
+    def _take_lock(self) -> bool:
+        """Become the directory's shipper if no other process is."""
+        self._lock_file = self._lock_file or (self.directory / "shipper.lock").open("a")
         try:
-            uri = configure_tracking(project_root())
-            client = MlflowClient(uri)
-            for path in sorted(self.directory.glob(LOG_FILE_PATTERN)):
-                while self._ship_file(client, state, path):
-                    pass
-            state["error"] = None
-        except Exception as error:  # noqa: BLE001 - any MLflow failure: keep serving, retry
-            state["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
-        state["attempted_at"] = datetime.now(UTC).isoformat()
-        self._save(state)
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        self.shipping = True
+        return True
 
-    def _serving_run(self, client: MlflowClient) -> str:
-        experiment = get_or_create_experiment(client, project_root())
-        tags = {TAG_SERVING_MODEL_NAME: MODEL_NAME, TAG_SERVING_MODEL_VERSION: self.model_version}
-        query = " and ".join(f"tags.{key} = '{value}'" for key, value in tags.items())
-        runs = client.search_runs([experiment], filter_string=query, max_results=1)
-        if runs:
-            return runs[0].info.run_id
-        run = client.create_run(
-            experiment, run_name=f"serving-v{self.model_version}", tags=tags | self.run_tags
-        )
-        return run.info.run_id
+    def ship_once(self) -> None:
+        """Ship every file's new complete lines; retire the finished, fully shipped files."""
+        state = read_state(self.directory)
+        client = connect(self.uri)
+        for path in sorted(self.directory.glob(LOG_FILE_PATTERN)):
+            finished = is_finished(path)  # before reading: a finished file does not grow
+            while self._ship_chunk(client, state, path, finished):
+                pass
+            if finished and state["offsets"].get(path.name, 0) >= path.stat().st_size:
+                retire(self.directory, path, state, self.retention)
 
-    def _ship_file(self, client: MlflowClient, state: dict, path: Path) -> bool:
-        """Ship one chunk of ``path``; False when it had nothing new."""
+    def _ship_chunk(self, client, state: dict, path: Path, finished: bool) -> bool:
+        """Ship the next chunk of ``path``; False when there is nothing (more) to ship."""
         offset = state["offsets"].get(path.name, 0)
         with path.open("rb") as stream:
             stream.seek(offset)
             data = stream.read(MAX_SHIPMENT_BYTES)
-        data = data[: data.rfind(b"\n") + 1]
-        if not data:
+        complete = data[: data.rfind(b"\n") + 1]
+        if not complete:
+            if data and (finished or len(data) == MAX_SHIPMENT_BYTES):
+                quarantine(self.directory, path, data + b"\n", state)  # a line nobody will finish
+                state["offsets"][path.name] = offset + len(data)
+                save_state(self.directory, state)
             return False
-        state["run_id"] = state["run_id"] or self._serving_run(client)
-        records = [json.loads(line) for line in data.splitlines()]
-        probabilities = [record["probability"] for record in records]
-        positives = sum(record["prediction"] for record in records)
+        records, bad = [], []
+        for line in complete.splitlines(keepends=True):
+            record = _record(line)
+            (records if record else bad).append((line, record))
+        if bad:
+            quarantine(self.directory, path, b"".join(line for line, _ in bad), state)
+        end = offset + len(complete)
+        for version in sorted({record["model_version"] for _, record in records}):
+            chunk = [
+                (line, record) for line, record in records if record["model_version"] == version
+            ]
+            self._upload(
+                client, self._serving_run(client, state, version), path, offset, end, chunk
+            )
+        state["offsets"][path.name] = end
+        state["shipped"] += len(records)
+        save_state(self.directory, state)
+        return True
+
+    def _upload(self, client, run_id: str, path: Path, start: int, end: int, chunk) -> None:
+        """One chunk as an artifact, then the run's totals (from the artifact names) as metrics."""
+        from mlflow.entities import Metric
+
+        positives = sum(record["prediction"] for _, record in chunk)
+        name = f"{path.stem}-{start:012d}-{end:012d}-{len(chunk)}r-{positives}p.jsonl"
         with tempfile.TemporaryDirectory() as folder:
-            chunk = Path(folder) / f"{path.stem}-{offset:012d}.jsonl"
-            chunk.write_bytes(data)
-            client.log_artifact(state["run_id"], str(chunk), artifact_path="predictions")
-        shipped, total_positives = state["shipped"] + len(records), state["positives"] + positives
+            (Path(folder) / name).write_bytes(b"".join(line for line, _ in chunk))
+            client.log_artifact(run_id, str(Path(folder) / name), artifact_path=ARTIFACT_DIR)
+        shipped = [artifact.path for artifact in client.list_artifacts(run_id, ARTIFACT_DIR)]
+        total, total_positives = run_totals(shipped)
+        probabilities = [record["probability"] for _, record in chunk]
         metrics = {
-            "predictions_total": shipped,
+            "predictions_total": total,
             "positives_total": total_positives,
-            "positive_rate": positives / len(records),
+            "positive_rate": total_positives / total,
             "probability_mean": statistics.fmean(probabilities),
             "probability_max": max(probabilities),
         }
         now = int(time.time() * 1000)
-        client.log_batch(
-            state["run_id"], metrics=[Metric(k, v, now, shipped) for k, v in metrics.items()]
-        )
-        state["offsets"][path.name] = offset + len(data)
-        state["shipped"], state["positives"] = shipped, total_positives
-        self._save(state)
-        return True
+        client.log_batch(run_id, metrics=[Metric(k, v, now, total) for k, v in metrics.items()])
 
-    def _save(self, state: dict) -> None:
-        target = self.directory / STATE_FILE
-        temporary = target.with_suffix(".tmp")
-        with temporary.open("w", encoding="utf-8") as stream:
-            json.dump(state, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        temporary.replace(target)
+    def _serving_run(self, client, state: dict, version: str) -> str:
+        """The run ``serving-v<version>`` in this store; of runs created at once, the oldest."""
+        from credit_risk.registry.lookups import get_or_create_experiment
+
+        key = f"{redact(self.uri)}#{version}"
+        if key in state["runs"]:
+            return state["runs"][key]
+        experiment = get_or_create_experiment(client, self.uri, project_root())
+        tags = {TAG_SERVING_MODEL_NAME: MODEL_NAME, TAG_SERVING_MODEL_VERSION: version}
+        query = " and ".join(f"tags.{key} = '{value}'" for key, value in tags.items())
+        order = ["attributes.start_time ASC", "attributes.run_id ASC"]
+        runs = client.search_runs([experiment], filter_string=query, order_by=order)
+        if not runs:
+            created = client.create_run(
+                experiment, run_name=f"serving-v{version}", tags=tags | self.run_tags
+            )
+            runs = client.search_runs([experiment], filter_string=query, order_by=order)
+            if runs[0].info.run_id != created.info.run_id:
+                client.delete_run(created.info.run_id)  # another shipper's run came first
+        state["runs"][key] = runs[0].info.run_id
+        return runs[0].info.run_id
+
+    def status(self, model_version: str) -> dict:
+        """The shipping part of ``/health``."""
+        try:
+            state, state_error = read_state(self.directory), None
+        except StateError as error:
+            state, state_error = {"offsets": {}, "runs": {}, "shipped": 0}, str(error)
+        written = sum(path.stat().st_size for path in self.directory.glob(LOG_FILE_PATTERN))
+        error = state_error or self.error
+        return {
+            "enabled": True,
+            "tracking_uri": redact(self.uri),
+            "alive": self.is_alive(),
+            "role": "shipping" if self.shipping else "standby (another process ships this log)",
+            "ok": error is None,
+            "error": error,
+            "last_attempt": self.last_attempt,
+            "last_success": self.last_success,
+            "run_id": state["runs"].get(f"{redact(self.uri)}#{model_version}"),
+            "shipped_records": state["shipped"],
+            "quarantined_lines": state.get("quarantined", 0),
+            "pending_bytes": written - sum(state["offsets"].values()),
+            "retention": self.retention,
+        }
+
+
+def _record(line: bytes) -> dict | None:
+    """The prediction record on ``line``, or None if it is not one."""
+    try:
+        record = orjson.loads(line)
+        valid = (
+            isinstance(record["model_version"], str)
+            and isinstance(record["prediction_id"], str)
+            and record["prediction"] in (0, 1)
+            and isinstance(record["probability"], float)
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    return record if valid else None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()

@@ -12,9 +12,10 @@ from credit_risk.registry.names import (
     TAG_DATASET_HASH,
     TAG_GATE_DECISION,
     TAG_GATE_REASON,
+    TAG_MODEL_SHA256,
     TAG_SERVE_THRESHOLD,
 )
-from credit_risk.registry.store import configure_tracking, project_root, tracking_errors
+from credit_risk.registry.store import configure_tracking, project_root, redact, tracking_errors
 from credit_risk.serving.release import BENTO_MODEL, ServedModel, latest_import
 
 
@@ -34,6 +35,7 @@ def release_status() -> dict:
             "gate_decision": version.tags.get(TAG_GATE_DECISION),
             "gate_reason": version.tags.get(TAG_GATE_REASON),
             "serve_threshold": version.tags.get(TAG_SERVE_THRESHOLD),
+            "model_sha256": version.tags.get(TAG_MODEL_SHA256),
             "roc_auc": run.data.metrics.get("roc_auc"),
         }
     model = latest_import()
@@ -42,7 +44,13 @@ def release_status() -> dict:
         try:
             served = ServedModel.of(model)
             imported = {"tag": str(model.tag)} | served.model_dump(
-                include={"model_version", "run_id", "decision_threshold", "imported_at"}
+                include={
+                    "model_version",
+                    "run_id",
+                    "model_sha256",
+                    "decision_threshold",
+                    "imported_at",
+                }
             )
         except ValueError as error:
             imported = {"tag": str(model.tag), "error": str(error)}
@@ -51,10 +59,11 @@ def release_status() -> dict:
         and imported is not None
         and imported.get("model_version") == production["version"]
         and imported.get("run_id") == production["run_id"]
+        and imported.get("model_sha256") == production["model_sha256"]
         and str(imported.get("decision_threshold")) == production["serve_threshold"]
     )
     return {
-        "tracking_uri": uri,
+        "tracking_uri": redact(uri),
         "model_name": MODEL_NAME,
         "production": production,
         "bentoml_store": str(bentoml_store_path()),
