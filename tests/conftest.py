@@ -87,22 +87,29 @@ def project_repo(tmp_path: Path) -> Path:
     return make_project_repo(tmp_path / "project")
 
 
-def make_served_project(folder: Path, **environment: str) -> tuple[Path, dict]:
-    """A folder with params, data, a trained Production model in its own MLflow store
-    (``mlflow.db``) imported into its own BentoML home; and the environment using them."""
+def make_project_folder(folder: Path) -> Path:
+    """A folder with the project's params and the synthetic data (no store, no git)."""
     raw = folder / "data" / "raw.csv"
     raw.parent.mkdir(parents=True)
     shutil.copy(PROJECT / "data" / "gmsc-synthetic.csv", raw)
     params = (PROJECT / "params.yaml").read_text(encoding="utf-8")
     (folder / "params.yaml").write_text(params.replace("data/gmsc-synthetic.csv", "data/raw.csv"))
-    env = pipeline_env(
-        MLFLOW_TRACKING_URI=f"sqlite:///{folder / 'mlflow.db'}",
-        BENTOML_HOME=str(folder / "bentoml"),
-        CREDIT_RISK_PREDICTION_LOG=str(folder / "predictions"),
-        CREDIT_RISK_SHIP_INTERVAL="1",
-        BENTOML_DO_NOT_TRACK="true",
-        **environment,
-    )
+    return folder
+
+
+def make_served_project(folder: Path, **environment: str) -> tuple[Path, dict]:
+    """A project folder with a trained Production model in its own MLflow store (``mlflow.db``
+    unless ``MLFLOW_TRACKING_URI`` is given) imported into its own BentoML home; and the
+    environment using them."""
+    make_project_folder(folder)
+    defaults = {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
+        "BENTOML_HOME": str(folder / "bentoml"),
+        "CREDIT_RISK_PREDICTION_LOG": str(folder / "predictions"),
+        "CREDIT_RISK_SHIP_INTERVAL": "1",
+        "BENTOML_DO_NOT_TRACK": "true",
+    }
+    env = pipeline_env(**(defaults | environment))
     run([sys.executable, "-c", PIPELINE], folder, env)
     run([CREDIT_RISK, "import"], folder, env)
     return folder, env
@@ -133,9 +140,11 @@ def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 60) -> N
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
-def start_mlflow_server(backend_store_uri: str, artifacts: Path, log: Path) -> tuple:
-    """Start ``mlflow server`` on a free loopback port; returns (process, url)."""
-    port = free_port()
+def start_mlflow_server(
+    backend_store_uri: str, artifacts: Path, log: Path, port: int | None = None
+) -> tuple:
+    """Start ``mlflow server`` on ``port`` (else a free loopback port); returns (process, url)."""
+    port = port or free_port()
     process = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "mlflow"),
@@ -151,7 +160,7 @@ def start_mlflow_server(backend_store_uri: str, artifacts: Path, log: Path) -> t
             "--workers",
             "1",
         ],  # fmt: skip
-        stdout=log.open("w"),
+        stdout=log.open("a"),
         stderr=subprocess.STDOUT,
         env=pipeline_env(),
     )

@@ -103,6 +103,15 @@ def serve_refused(env: dict, cwd: Path) -> str:
     return lines[0]
 
 
+def test_serve_refuses_when_the_prediction_log_cannot_be_written(project, tmp_path):
+    folder, env = project
+    (tmp_path / "a-file").write_text("")
+    line = serve_refused(
+        env | {"CREDIT_RISK_PREDICTION_LOG": str(tmp_path / "a-file" / "log")}, folder
+    )
+    assert "cannot write the prediction log in" in line and "a-file" in line
+
+
 def test_serve_refuses_without_production_version(project, tmp_path):
     folder, env = project
     empty = f"sqlite:///{tmp_path / 'empty.db'}"
@@ -399,7 +408,14 @@ def test_built_bento_serves_in_a_fresh_venv(project, tmp_path):
         result = subprocess.run(
             [str(PROJECT / "tests" / "verify.sh"), server.url], capture_output=True, text=True
         )
+        health = httpx.get(f"{server.url}/health").json()
     finally:
         server.stop()
     assert result.returncode == 0, result.stdout + result.stderr
     assert "credit-risk-model v1 Production" in result.stdout
+    # Without a tracking store nothing is shipped (no SQLite file appears), and it says so.
+    shipping = health["prediction_log"]["mlflow"]
+    assert health["status"] == "ok" and shipping["enabled"] is False
+    assert shipping["status"].startswith("off: MLFLOW_TRACKING_URI is not set")
+    assert health["production_verified"] is False and health["registry"]["check"].startswith("off")
+    assert not list(tmp_path.rglob("mlflow.db")) and not list(tmp_path.rglob("mlruns"))

@@ -16,6 +16,7 @@ import gzip
 import json
 import os
 import secrets
+import tempfile
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -35,6 +36,16 @@ FILE_MODE = 0o600
 def log_directory() -> Path:
     """``$CREDIT_RISK_PREDICTION_LOG``, else ``monitoring/predictions`` in the working folder."""
     return Path(os.environ.get(LOG_DIR_ENV) or DEFAULT_LOG_DIR).resolve()
+
+
+def check_log_directory(directory: Path) -> None:
+    """Raise ``OSError`` naming ``directory`` unless prediction log files can be made there."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as error:
+        raise OSError(f"cannot write the prediction log in {directory}: {error}") from None
 
 
 def fsync_directory(directory: Path) -> None:

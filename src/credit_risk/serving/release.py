@@ -168,8 +168,8 @@ def verified_model_file(artifact: Path, served: ServedModel) -> Path:
     return model_file
 
 
-def load_served_model(model: bentoml.Model, served: ServedModel):
-    """The imported model's sklearn Pipeline, after checking the file's SHA256 once more."""
+def verify_model_file(model: bentoml.Model, served: ServedModel) -> Path:
+    """The imported model file, once its SHA256 is the one recorded at import."""
     path = Path(model.path_of(MODEL_FILE))
     digest = file_sha256(path)
     if digest != served.model_sha256:
@@ -177,7 +177,12 @@ def load_served_model(model: bentoml.Model, served: ServedModel):
             f"BentoML model {model.tag}: {path} has SHA256 {digest}, but version "
             f"{served.model_version} was imported with {served.model_sha256}: refusing to serve"
         )
-    return load_model(path)
+    return path
+
+
+def load_served_model(model: bentoml.Model, served: ServedModel):
+    """The imported model's sklearn Pipeline, its file checked once more."""
+    return load_model(verify_model_file(model, served))
 
 
 def _same_release(model: bentoml.Model, candidate: ServedModel) -> bool:

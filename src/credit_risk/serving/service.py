@@ -24,7 +24,11 @@ from threadpoolctl import threadpool_limits
 from credit_risk.ml.contract import FEATURE_NAMES
 from credit_risk.registry.store import TrackingError
 from credit_risk.serving.batching import GroupCommit, ScoringError
-from credit_risk.serving.prediction_log import PredictionLog, log_directory
+from credit_risk.serving.prediction_log import (
+    PredictionLog,
+    check_log_directory,
+    log_directory,
+)
 from credit_risk.serving.production_guard import (
     ProductionGuard,
     StartRefused,
@@ -33,7 +37,12 @@ from credit_risk.serving.production_guard import (
     serving_tracking_uri,
     unverified_start_message,
 )
-from credit_risk.serving.release import BENTO_MODEL, ServedModel, load_served_model
+from credit_risk.serving.release import (
+    BENTO_MODEL,
+    ServedModel,
+    load_served_model,
+    verify_model_file,
+)
 from credit_risk.serving.request_bodies import RequestBodies
 from credit_risk.serving.routes import app
 from credit_risk.serving.shipping import Shipper
@@ -61,7 +70,9 @@ class CreditRiskService:
         stderr) when the registry says the model is not Production; warn when it cannot say."""
         model = CreditRiskService.inner.bento_model.resolve()
         try:
+            check_log_directory(log_directory())
             served = ServedModel.of(model)
+            verify_model_file(model, served)
             uri = serving_tracking_uri(in_bento=CreditRiskService.bento is not None)
             if uri is not None:
                 production_check(served, str(model.tag), uri)
@@ -70,7 +81,7 @@ class CreditRiskService:
                 print(f"credit-risk service: refusing to start: {error}", file=sys.stderr)
                 raise SystemExit(1) from None
             print(unverified_start_message(error), file=sys.stderr)
-        except (StartRefused, ValueError) as error:
+        except (StartRefused, ValueError, OSError) as error:
             print(f"credit-risk service: refusing to start: {error}", file=sys.stderr)
             raise SystemExit(1) from None
 

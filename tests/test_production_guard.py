@@ -1,0 +1,86 @@
+"""Serving through registry outages and registry changes, with a real ``mlflow server`` that
+is stopped and started again, and a real ``bentoml serve``."""
+
+import time
+
+import httpx
+import mlflow
+import pytest
+from conftest import (
+    SERVICE,
+    Server,
+    make_served_project,
+    run,
+    start_mlflow_server,
+    stop,
+)
+from mlflow import MlflowClient
+
+from credit_risk.ml.contract import EXAMPLE_APPLICANT
+
+pytestmark = pytest.mark.slow
+MODEL = "credit-risk-model"
+
+
+def wait_for(condition, timeout: float = 60, every: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(every)
+    return result
+
+
+def test_a_registry_outage_degrades_a_restart_instead_of_stopping_it(tmp_path):
+    """MLflow down at start: the imported model is served unverified (``degraded``), and
+    verified once MLflow is back; when the registry moves Production elsewhere the service
+    stops answering predictions; strict mode refuses to start without the registry."""
+    database, artifacts = f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts"
+    process, url = start_mlflow_server(database, artifacts, tmp_path / "server.log")
+    port = int(url.rsplit(":", 1)[1])
+    folder, env = make_served_project(tmp_path / "project", MLFLOW_TRACKING_URI=url)
+    env |= {"CREDIT_RISK_REGISTRY_CHECK_INTERVAL": "1", "CREDIT_RISK_SHIP_INTERVAL": "1"}
+    stop(process)
+
+    strict = run(
+        ["bentoml", "serve", SERVICE, "--port", "0"],
+        folder,
+        env | {"CREDIT_RISK_REQUIRE_REGISTRY": "1"},
+        check=False,
+    )
+    refusals = [line for line in strict.stderr.splitlines() if "refusing to start" in line]
+    assert strict.returncode == 1 and len(refusals) == 1 and "unreachable" in refusals[0]
+
+    server = Server(env, folder)
+    try:
+        assert "serving the imported model unverified" in server.output.read_text()
+        health = httpx.get(f"{server.url}/health").json()
+        assert health["status"] == "degraded" and health["production_verified"] is False
+        assert "registry not reachable" in health["registry"]["error"]
+        answer = httpx.post(f"{server.url}/predict", json=EXAMPLE_APPLICANT)
+        assert answer.status_code == 200
+
+        process, _ = start_mlflow_server(database, artifacts, tmp_path / "server.log", port)
+        try:
+            health = wait_for(lambda: ok_health(server))
+            assert health["production_verified"] is True
+            assert health["prediction_log"]["mlflow"]["shipped_records"] >= 1
+
+            client = MlflowClient(url)
+            first = client.get_model_version(MODEL, "1")
+            mlflow.set_tracking_uri(url)
+            second = mlflow.register_model(first.source, MODEL)  # another version, by hand
+            client.set_registered_model_alias(MODEL, "production", second.version)
+            wait_for(lambda: httpx.get(f"{server.url}/health").status_code == 503)
+            refused = httpx.post(f"{server.url}/predict", json=EXAMPLE_APPLICANT)
+            assert refused.status_code == 503 and "is version 2" in refused.json()["error"]
+            health = httpx.get(f"{server.url}/health").json()
+            assert health["status"] == "failing" and health["registry"]["serving"] is False
+        finally:
+            stop(process)
+    finally:
+        server.stop()
+
+
+def ok_health(server: Server) -> dict | None:
+    health = httpx.get(f"{server.url}/health").json()
+    return health if health["status"] == "ok" else None
