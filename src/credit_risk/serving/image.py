@@ -35,8 +35,11 @@ def _answers(engine: str) -> bool:
         return False
 
 
-def build_service_image(root: Path, engine: str, tag: str = SERVICE_IMAGE) -> str:
-    """Build the bento of ``root``'s ``bentofile.yaml`` and containerize it as ``tag``."""
+def build_service_image(
+    root: Path, engine: str, tag: str = SERVICE_IMAGE, no_cache: bool = False
+) -> str:
+    """Build the bento of ``root``'s ``bentofile.yaml`` and containerize it as ``tag``
+    (``no_cache``: without the engine's layer cache)."""
     import bentoml
     from bentoml.exceptions import BentoMLException
 
@@ -46,7 +49,10 @@ def build_service_image(root: Path, engine: str, tag: str = SERVICE_IMAGE) -> st
     # it builds in lies under the working directory (BentoML issue 5566): work from its parent.
     with chdir(tempfile.gettempdir()):
         try:
-            bentoml.container.build(bento.tag, backend=engine, image_tag=(tag, str(bento.tag)))
+            options = {"no_cache": True} if no_cache else {}
+            bentoml.container.build(
+                bento.tag, backend=engine, image_tag=(tag, str(bento.tag)), **options
+            )
         except BentoMLException as error:
             message = str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
             raise ImageError(f"{engine} could not build {bento.tag}'s image: {message}") from None
