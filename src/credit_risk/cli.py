@@ -9,12 +9,21 @@ import argparse
 import json
 
 from credit_risk.errors import errors_as_one_line
+from credit_risk.serving.image import SERVICE_IMAGE
 
 
 def import_command(args: argparse.Namespace) -> None:
     from credit_risk.serving.release import import_production
 
     print(import_production())
+
+
+def containerize_command(args: argparse.Namespace) -> None:
+    from credit_risk.registry.store import project_root
+    from credit_risk.serving.image import build_service_image, container_engine
+
+    import_command(args)
+    print(build_service_image(project_root(), args.engine or container_engine(), args.tag))
 
 
 def promote_command(args: argparse.Namespace) -> None:
@@ -31,7 +40,7 @@ def status_command(args: argparse.Namespace) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    """The command line: ``credit-risk {import,promote,status}``."""
+    """The command line: ``credit-risk {import,containerize,promote,status}``."""
     main_parser = argparse.ArgumentParser(
         prog="credit-risk", description="Credit-risk model registry and serving commands."
     )
@@ -40,6 +49,17 @@ def parser() -> argparse.ArgumentParser:
         "import", help="copy the registry's Production version into the BentoML model store"
     )
     importer.set_defaults(handler=import_command)
+    containerize = commands.add_parser(
+        "containerize",
+        help="import, then build the service image (bento + `bentoml containerize`) for compose",
+    )
+    containerize.add_argument(
+        "--engine", choices=["docker", "podman"], help="default: the first that works"
+    )
+    containerize.add_argument(
+        "--tag", default=SERVICE_IMAGE, help="image tag (default: %(default)s)"
+    )
+    containerize.set_defaults(handler=containerize_command)
     promote = commands.add_parser(
         "promote", help="make VERSION the Production version (alias and stage), by hand"
     )

@@ -1,0 +1,403 @@
+"""The images and the compose stack, built and run with a real engine (podman, else docker).
+
+Each image is built once per session from the working tree, under the names compose.yaml uses
+(``credit-risk-{train,mlflow,service}:latest``). Containers, networks, volumes and compose
+projects made here have names unique to the session and are removed afterwards. Skipped only
+where no container engine works.
+"""
+
+import hashlib
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import mlflow
+import pytest
+import yaml
+from conftest import PROJECT, REAL_DATA, free_port, pipeline_env
+from test_repository import hadolint_problems
+from test_service import SAMPLE, mlflow_records
+
+from credit_risk.ml.data import load_applicants
+from credit_risk.ml.fingerprints import dataset_sha256
+from credit_risk.registry.names import (
+    EXPERIMENT_NAME,
+    MODEL_NAME,
+    TAG_DATASET_HASH,
+    TAG_MODEL_FINGERPRINT,
+    TAG_SERVING_MODEL_VERSION,
+)
+from credit_risk.serving.image import ImageError, container_engine
+
+pytestmark = pytest.mark.slow
+
+TRAIN_IMAGE, MLFLOW_IMAGE, SERVICE_IMAGE = (
+    f"credit-risk-{name}:latest" for name in ("train", "mlflow", "service")
+)
+PREDICTION_LOG = "/var/lib/credit-risk/predictions"
+SESSION = uuid.uuid4().hex[:8]
+TOOLS = Path(sys.executable).parent
+
+
+class Engine:
+    """The container engine's command line, and compose through it."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.compose_command = [str(TOOLS / "podman-compose")] if name == "podman" else [
+            "docker", "compose"
+        ]  # fmt: skip
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 1200, env=None):
+        """Run the engine; fail with its output when ``check`` and it fails."""
+        return self._run([self.name, *args], check, timeout, env)
+
+    def compose(self, project: str, *args: str, env: dict, check: bool = True):
+        """``compose -p project ARGS`` in the project folder."""
+        return self._run([*self.compose_command, "-p", project, *args], check, 1200, env)
+
+    @staticmethod
+    def _run(command: list[str], check: bool, timeout: float, env) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            command, cwd=PROJECT, env=env, capture_output=True, text=True, timeout=timeout
+        )
+        if check and result.returncode != 0:
+            pytest.fail(f"{' '.join(command)} exited {result.returncode}:\n{result.stdout}\n"
+                        f"{result.stderr}")  # fmt: skip
+        return result
+
+    def is_healthy(self, container: str) -> bool:
+        """Whether the container's own healthcheck passes (podman here runs it on demand)."""
+        if self.name == "podman":
+            return self("healthcheck", "run", container, check=False).returncode == 0
+        status = self("inspect", "--format", "{{.State.Health.Status}}", container).stdout
+        return status.strip() == "healthy"
+
+    def compose_container(self, project: str, service: str) -> str:
+        """The id of the compose project's container of ``service``."""
+        ids = self(
+            "ps", "-a", "-q", "--filter", f"label=com.docker.compose.project={project}",
+            "--filter", f"label=com.docker.compose.service={service}",
+        ).stdout.split()  # fmt: skip
+        assert len(ids) == 1, f"{project}/{service}: containers {ids}"
+        return ids[0]
+
+
+@pytest.fixture(scope="session")
+def engine() -> Engine:
+    try:
+        return Engine(container_engine())
+    except ImageError as error:
+        pytest.skip(f"no container engine: {error}")
+
+
+@pytest.fixture(scope="session")
+def train_image(engine: Engine) -> str:
+    engine("build", "-t", TRAIN_IMAGE, ".")
+    return TRAIN_IMAGE
+
+
+@pytest.fixture(scope="session")
+def mlflow_image(engine: Engine) -> str:
+    engine("build", "-f", "docker/mlflow/Dockerfile", "-t", MLFLOW_IMAGE, ".")
+    return MLFLOW_IMAGE
+
+
+def wait_until(condition, what: str, timeout: float = 180) -> None:
+    """Poll ``condition`` until it is true; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout} s")
+        time.sleep(1)
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def network(engine: Engine) -> Iterator[str]:
+    name = f"credit-risk-test-{SESSION}"
+    engine("network", "create", name)
+    yield name
+    engine("network", "rm", "-f", name, check=False)
+
+
+@pytest.fixture(scope="session")
+def tracking(engine: Engine, mlflow_image: str, network: str) -> Iterator[str]:
+    """The MLflow image serving on the session network as ``mlflow``; yields its host URL."""
+    port = free_port()
+    name = f"credit-risk-test-mlflow-{SESSION}"
+    engine("run", "-d", "--name", name, "--network", network, "--network-alias", "mlflow",
+           "-p", f"127.0.0.1:{port}:5000", mlflow_image)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: answers(f"{url}/health"), f"mlflow server {url}")
+    yield url
+    engine("rm", "-f", name, check=False)
+
+
+@pytest.fixture(scope="session")
+def trained(engine: Engine, train_image: str, tracking: str, network: str) -> str:
+    """The training image's default command (``dvc repro``) run against ``tracking``."""
+    result = engine("run", "--rm", "--network", network,
+                    "-e", "MLFLOW_TRACKING_URI=http://mlflow:5000", train_image)  # fmt: skip
+    assert "Production is version 1 [http://mlflow:5000]" in result.stdout, result.stdout
+    return tracking
+
+
+@pytest.fixture(scope="session")
+def bentoml_home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("bentoml")
+
+
+def containerize(engine: Engine, tracking_url: str, home: Path) -> str:
+    """`credit-risk containerize` as the README runs it: the Production version -> image."""
+    env = pipeline_env(MLFLOW_TRACKING_URI=tracking_url, BENTOML_HOME=str(home),
+                       BENTOML_DO_NOT_TRACK="true")  # fmt: skip
+    result = subprocess.run(
+        [str(TOOLS / "credit-risk"), "containerize", "--engine", engine.name],
+        cwd=PROJECT, env=env, capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"imported {MODEL_NAME} version 1 (Production)" in result.stdout
+    assert f"built image {SERVICE_IMAGE}" in result.stdout
+    return SERVICE_IMAGE
+
+
+@pytest.fixture(scope="session")
+def service_image(engine: Engine, trained: str, bentoml_home: Path) -> str:
+    return containerize(engine, trained, bentoml_home)
+
+
+def test_training_image_registers_a_production_version_with_dataset_hash(trained):
+    """`dvc repro` in the image: version 1 is Production, tagged with the dataset's hash, and
+    its model file is byte for byte the one dvc.lock records."""
+    client = mlflow.MlflowClient(trained)
+    version = client.get_model_version_by_alias(MODEL_NAME, "production")
+    assert version.version == "1"
+    expected = dataset_sha256(load_applicants(PROJECT / "data" / "gmsc-synthetic.csv"))
+    assert version.tags[TAG_DATASET_HASH] == expected
+    assert client.get_run(version.run_id).data.params[TAG_DATASET_HASH] == expected
+    lock = yaml.safe_load((PROJECT / "dvc.lock").read_text())
+    locked = next(o for o in lock["stages"]["train"]["outs"] if o["path"] == "models/model.skops")
+    mlflow.set_tracking_uri(trained)
+    folder = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL_NAME}/1"))
+    assert hashlib.md5((folder / "model.skops").read_bytes()).hexdigest() == locked["md5"]
+
+
+def test_images_run_as_a_non_root_user(engine, train_image, mlflow_image, service_image):
+    for image in (train_image, mlflow_image, service_image):
+        uid = engine("run", "--rm", "--entrypoint", "id", image, "-u").stdout.strip()
+        assert uid.isdigit() and uid != "0", f"{image} runs as {uid}"
+
+
+def test_generated_service_dockerfile_passes_hadolint(service_image, bentoml_home):
+    bentos = bentoml_home / "bentos" / "credit-risk-service"
+    dockerfile = bentos / (bentos / "latest").read_text().strip() / "env" / "docker" / "Dockerfile"
+    assert "build-essential" not in dockerfile.read_text()
+    assert hadolint_problems(dockerfile) is None
+
+
+class Container:
+    """The service image running on the session network, published on a loopback port."""
+
+    def __init__(self, engine: Engine, image: str, network: str, volume: str, **env: str):
+        self.engine, self.port = engine, free_port()
+        self.name = f"credit-risk-test-api-{uuid.uuid4().hex[:8]}"
+        self.url = f"http://127.0.0.1:{self.port}"
+        options = [f"--env={key}={value}" for key, value in env.items()]
+        engine("run", "-d", "--name", self.name, "--network", network, *options,
+               "-v", f"{volume}:{PREDICTION_LOG}", "-p", f"127.0.0.1:{self.port}:3000",
+               image)  # fmt: skip
+        try:
+            wait_until(lambda: answers(f"{self.url}/readyz"), f"service container {self.name}")
+        except BaseException:
+            self.remove()
+            raise
+
+    def shipping(self) -> dict:
+        """The ``prediction_log.mlflow`` part of ``/health``."""
+        return httpx.get(f"{self.url}/health", timeout=10).json()["prediction_log"]["mlflow"]
+
+    def remove(self) -> None:
+        self.engine("rm", "-f", self.name, check=False)
+
+
+@pytest.fixture
+def volume(engine: Engine) -> Iterator[str]:
+    name = f"credit-risk-test-predictions-{uuid.uuid4().hex[:8]}"
+    engine("volume", "create", name)
+    yield name
+    engine("volume", "rm", "-f", name, check=False)
+
+
+def verify(url: str) -> str:
+    """tests/verify.sh against ``url``; its output."""
+    result = subprocess.run([str(PROJECT / "tests" / "verify.sh"), url], capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_service_image_killed_under_load_loses_no_acknowledged_prediction(
+    engine, service_image, trained, network, volume
+):
+    """verify.sh passes; SIGKILL mid-burst (nothing shipped yet); a new container on the same
+    volume ships every acknowledged prediction to MLflow."""
+    first = Container(engine, service_image, network, volume,
+                      MLFLOW_TRACKING_URI="http://mlflow:5000",
+                      CREDIT_RISK_SHIP_INTERVAL="3600")  # fmt: skip
+    try:
+        assert "credit-risk-model v1 Production" in verify(first.url)
+        acknowledged, stop = [], threading.Event()
+
+        def hammer():
+            with httpx.Client(base_url=first.url, timeout=10) as client:
+                while not stop.is_set():
+                    try:
+                        answer = client.post("/predict", json=SAMPLE)
+                    except httpx.HTTPError:
+                        return
+                    if answer.status_code == 200:
+                        acknowledged.append(answer.json()["prediction_id"])
+
+        threads = [threading.Thread(target=hammer) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: len(acknowledged) > 200, "200 acknowledged predictions", 120)
+        engine("kill", "--signal", "KILL", first.name)
+        stop.set()
+        for thread in threads:
+            thread.join()
+        assert engine("inspect", "--format", "{{.State.Running}}", first.name).stdout.strip() in (
+            "false", "False"
+        )  # fmt: skip
+    finally:
+        first.remove()
+
+    second = Container(engine, service_image, network, volume,
+                       MLFLOW_TRACKING_URI="http://mlflow:5000",
+                       CREDIT_RISK_SHIP_INTERVAL="1")  # fmt: skip
+    try:
+        wait_until(lambda: (s := second.shipping())["pending_bytes"] == 0 and s["shipped_records"],
+                   "shipment after the restart")  # fmt: skip
+        shipping = second.shipping()
+    finally:
+        second.remove()
+    assert shipping["ok"] and shipping["shipped_records"] >= len(acknowledged), shipping
+    shipped = mlflow_records({"MLFLOW_TRACKING_URI": trained}, shipping["run_id"])
+    assert set(acknowledged) <= shipped.keys()
+
+
+class Stack:
+    """One compose project of compose.yaml, on free loopback ports."""
+
+    def __init__(self, engine: Engine, **settings: str):
+        self.engine, self.project = engine, f"crtest{uuid.uuid4().hex[:8]}"
+        self.api_port, self.mlflow_port = free_port(), free_port()
+        self.env = pipeline_env(CREDIT_RISK_API_PORT=str(self.api_port),
+                                CREDIT_RISK_MLFLOW_PORT=str(self.mlflow_port),
+                                CREDIT_RISK_SHIP_INTERVAL="1", **settings)  # fmt: skip
+        self.api = f"http://127.0.0.1:{self.api_port}"
+        self.mlflow = f"http://127.0.0.1:{self.mlflow_port}"
+
+    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.engine.compose(self.project, *args, env=self.env, check=check)
+
+    def wait_for(self, service: str, url: str) -> None:
+        """Until ``url`` answers and the service's container passes its healthcheck."""
+        wait_until(lambda: answers(url), f"{service} at {url}")
+        container = self.engine.compose_container(self.project, service)
+        wait_until(lambda: self.engine.is_healthy(container), f"{service} healthcheck")
+
+    def train(self) -> str:
+        """`compose run --rm trainer`; its output."""
+        return self("run", "--rm", "trainer").stdout
+
+    def remove(self) -> None:
+        self("down", "-v", check=False)
+
+
+@pytest.fixture
+def stack(engine, train_image, mlflow_image) -> Iterator[Stack]:
+    stack = Stack(engine)
+    yield stack
+    stack.remove()
+
+
+def registry_snapshot(url: str) -> dict:
+    """Training runs, registry versions and Production, serving runs' shipped totals."""
+    client = mlflow.MlflowClient(url)
+    experiment = client.get_experiment_by_name(EXPERIMENT_NAME).experiment_id
+    runs = client.search_runs([experiment])
+    return {
+        "training_runs": sorted(
+            r.info.run_id for r in runs if TAG_MODEL_FINGERPRINT in r.data.tags
+        ),
+        "versions": sorted(v.version for v in client.search_model_versions(f"name='{MODEL_NAME}'")),
+        "production": client.get_model_version_by_alias(MODEL_NAME, "production").version,
+        "shipped": {r.info.run_id: r.data.metrics.get("predictions_total")
+                    for r in runs if TAG_SERVING_MODEL_VERSION in r.data.tags},
+    }  # fmt: skip
+
+
+def shipped_everything(stack: Stack, total: int) -> bool:
+    shipping = httpx.get(f"{stack.api}/health", timeout=10).json()["prediction_log"]["mlflow"]
+    return shipping["shipped_records"] == total and shipping["pending_bytes"] == 0
+
+
+def test_compose_stack_end_to_end_and_restarts_without_data_loss(engine, stack, tmp_path):
+    """The README's order: up mlflow, run trainer, containerize, up api, verify; then
+    `restart api`, `down` (volumes kept) and `up`: runs, versions, shipped counts remain."""
+    stack("up", "-d", "mlflow")
+    stack.wait_for("mlflow", f"{stack.mlflow}/health")
+    assert "Production is version 1 [http://mlflow:5000]" in stack.train()
+    containerize(engine, stack.mlflow, tmp_path / "bentoml")
+    stack("up", "-d", "api")
+    stack.wait_for("api", f"{stack.api}/readyz")
+    assert "credit-risk-model v1 Production" in verify(stack.api)
+    with httpx.Client(base_url=stack.api, timeout=10) as client:
+        for _ in range(20):
+            assert client.post("/predict", json=SAMPLE).status_code == 200
+    wait_until(lambda: shipped_everything(stack, 21), "21 predictions shipped")
+    before = registry_snapshot(stack.mlflow)
+    assert len(before["training_runs"]) == 1 and before["versions"] == ["1"]
+    assert list(before["shipped"].values()) == [21]
+
+    stack("restart", "api")
+    stack.wait_for("api", f"{stack.api}/readyz")
+    assert shipped_everything(stack, 21)
+
+    stack("down")
+    stack("up", "-d", "mlflow", "api")
+    stack.wait_for("mlflow", f"{stack.mlflow}/health")
+    stack.wait_for("api", f"{stack.api}/readyz")
+    assert registry_snapshot(stack.mlflow) == before
+    assert shipped_everything(stack, 21)
+    verify(stack.api)
+    wait_until(lambda: shipped_everything(stack, 22), "the new prediction shipped")
+    assert list(registry_snapshot(stack.mlflow)["shipped"].values()) == [22]
+
+
+@pytest.mark.skipif(not REAL_DATA.is_file(), reason=f"{REAL_DATA} is not on this machine")
+def test_trainer_reads_the_file_named_by_credit_risk_data(engine, train_image, mlflow_image):
+    """CREDIT_RISK_DATA mounts the real Kaggle file (read-only) where the trainer reads it."""
+    stack = Stack(engine, CREDIT_RISK_DATA=str(REAL_DATA))
+    try:
+        stack("up", "-d", "mlflow")
+        stack.wait_for("mlflow", f"{stack.mlflow}/health")
+        output = stack.train()
+        assert "Production is version 1 [http://mlflow:5000]" in output, output
+        version = mlflow.MlflowClient(stack.mlflow).get_model_version(MODEL_NAME, "1")
+    finally:
+        stack.remove()
+    assert version.tags[TAG_DATASET_HASH] == dataset_sha256(load_applicants(REAL_DATA))
