@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Verify a running credit-risk service: /health, /model/info (Production), one /predict.
+# Verify a running credit-risk service: /health, /model/info (Production), one /predict with
+# its decision, probability, credit score and reason codes.
 # Usage: tests/verify.sh [URL]   (default $SERVICE_URL, else http://127.0.0.1:3000)
 set -euo pipefail
 url="${1:-${SERVICE_URL:-http://127.0.0.1:3000}}"
@@ -12,7 +13,7 @@ sample='{"RevolvingUtilizationOfUnsecuredLines": 0.35, "age": 45,
 
 # field PATH: print a dotted field (e.g. .prediction_log.ok) of the JSON on stdin.
 if command -v jq >/dev/null 2>&1; then
-  field() { jq -r "$1"; }
+  field() { jq -rc "$1"; }
 else
   field() {
     python3 -c 'import json, sys
@@ -40,4 +41,8 @@ answer=$(curl -fsS --max-time 10 -H 'Content-Type: application/json' -d "$sample
   "$url/predict") || fail "POST $url/predict failed"
 prediction=$(field .prediction <<<"$answer")
 [[ $prediction == 0 || $prediction == 1 ]] || fail "/predict gave no prediction: $answer"
-echo "verify: /predict prediction $prediction, probability $(field .probability <<<"$answer")"
+score=$(field .score <<<"$answer")
+[[ $score =~ ^[0-9]+$ ]] || fail "/predict gave no credit score: $answer"
+reasons=$(field .reasons <<<"$answer")
+[[ $reasons == \[* ]] || fail "/predict gave no reasons list: $answer"
+echo "verify: /predict prediction $prediction, probability $(field .probability <<<"$answer"), score $score, reasons $reasons"

@@ -15,8 +15,26 @@ CURVE_POINTS = 200
 """Curves are cut to about this many points so the plot files stay small."""
 
 
-def classification_metrics(y_true: np.ndarray, probability: np.ndarray) -> dict[str, float]:
-    """ROC AUC, Gini, KS, Brier score, log loss and PR AUC (average precision)."""
+def expected_calibration_error(y_true: np.ndarray, probability: np.ndarray, bins: int) -> float:
+    """The mean gap between predicted and observed default rates over ``bins`` quantile bins.
+
+    The rows are sorted by predicted probability and cut into ``bins`` groups of (nearly)
+    equal size; the error is the row-weighted mean of ``|mean predicted - observed rate|``.
+    """
+    order = np.argsort(probability, kind="stable")
+    gaps = [
+        len(group) * abs(probability[group].mean() - y_true[group].mean())
+        for group in np.array_split(order, bins)
+        if len(group)
+    ]
+    return float(sum(gaps) / len(probability))
+
+
+def classification_metrics(
+    y_true: np.ndarray, probability: np.ndarray, calibration_bins: int
+) -> dict[str, float]:
+    """ROC AUC, Gini, KS, Brier score, log loss, PR AUC (average precision) and the expected
+    calibration error over ``calibration_bins`` quantile bins."""
     fpr, tpr, _ = roc_curve(y_true, probability)
     auc = roc_auc_score(y_true, probability)
     return {
@@ -26,6 +44,7 @@ def classification_metrics(y_true: np.ndarray, probability: np.ndarray) -> dict[
         "brier": float(brier_score_loss(y_true, probability)),
         "log_loss": float(log_loss(y_true, probability)),
         "pr_auc": float(average_precision_score(y_true, probability)),
+        "calibration_error": expected_calibration_error(y_true, probability, calibration_bins),
     }
 
 

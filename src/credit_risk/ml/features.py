@@ -1,4 +1,5 @@
-"""Feature preparation that runs inside the model's sklearn Pipeline."""
+"""Feature preparation that runs inside the model's sklearn Pipeline, and the risk direction
+of every model input (the contract's features and the derived ones)."""
 
 import numpy as np
 import pandas as pd
@@ -10,7 +11,20 @@ _PAST_DUE = [i for i, f in enumerate(FEATURES) if f.sentinel_codes]
 _DEBT_RATIO = FEATURE_NAMES.index("DebtRatio")
 _INCOME = FEATURE_NAMES.index("MonthlyIncome")
 
-DERIVED_FEATURES = ("MonthlyDebt", "TotalPastDue", "PastDueCodeReported")
+DERIVED_FEATURES = ("DebtDollarsWithoutIncome", "TotalPastDue", "PastDueCodeReported")
+DERIVED_MONOTONE = {
+    "DebtDollarsWithoutIncome": (+1, "more monthly debt never lowers risk"),
+    "TotalPastDue": (+1, "more late payments of any kind never lower risk"),
+    "PastDueCodeReported": (0, "a code means the counts are unknown, not high or low"),
+}
+"""Direction and reason of each derived input, as :class:`~credit_risk.ml.contract.Feature`
+declares them for the others. They agree: each contract feature moves every derived input it
+feeds in its own direction, so the model is monotone in the contract features themselves."""
+
+
+def monotonic_constraints() -> list[int]:
+    """``monotonic_cst`` for HistGradientBoosting, in the order of the model's inputs."""
+    return [f.monotone for f in FEATURES] + [DERIVED_MONOTONE[n][0] for n in DERIVED_FEATURES]
 
 
 class CreditFeatures(TransformerMixin, BaseEstimator):
@@ -19,8 +33,8 @@ class CreditFeatures(TransformerMixin, BaseEstimator):
     - A past-due count holding a code (96, 98) instead of a count becomes NaN, and
       ``PastDueCodeReported`` is 1 for that applicant.
     - ``DebtRatio`` is a ratio only when ``MonthlyIncome`` is known; without income the data
-      holds monthly debt in dollars there. So ``DebtRatio`` becomes NaN without income and
-      ``MonthlyDebt`` holds the debt in dollars in both cases.
+      holds monthly debt in dollars there. So ``DebtRatio`` becomes NaN without income, and
+      ``DebtDollarsWithoutIncome`` holds those dollars (NaN when income is known).
     - ``TotalPastDue`` sums the three past-due counts.
 
     Input: a DataFrame with the contract's columns (any order) or an array in contract order.
@@ -38,14 +52,15 @@ class CreditFeatures(TransformerMixin, BaseEstimator):
         past_due[is_code] = np.nan
         values[:, _PAST_DUE] = past_due
 
-        income = values[:, _INCOME]
-        debt_ratio = values[:, _DEBT_RATIO].copy()
-        has_income = ~np.isnan(income)
-        values[:, _DEBT_RATIO] = np.where(has_income, debt_ratio, np.nan)
-        monthly_debt = np.where(has_income, debt_ratio * income, debt_ratio)
-
+        has_income = ~np.isnan(values[:, _INCOME])
+        debt = values[:, _DEBT_RATIO].copy()
+        values[:, _DEBT_RATIO] = np.where(has_income, debt, np.nan)
         derived = np.column_stack(
-            [monthly_debt, past_due.sum(axis=1), is_code.any(axis=1).astype("float64")]
+            [
+                np.where(has_income, np.nan, debt),
+                past_due.sum(axis=1),
+                is_code.any(axis=1).astype("float64"),
+            ]
         )
         return np.hstack([values, derived])
 

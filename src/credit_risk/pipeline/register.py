@@ -3,21 +3,25 @@
 It is idempotent: a model is identified by its *model fingerprint* (see
 :mod:`credit_risk.ml.fingerprints`), so running it again for the same model finds the run, the
 registry version and the gate decision it made before, and changes nothing but the version's
-``serve_threshold`` tag when ``serve.threshold`` changed. That is why ``dvc repro`` runs it
+serving tags (``serve_threshold``, ``score_scale``) when ``serve.threshold`` or ``score``
+changed. That is why ``dvc repro`` runs it
 every time (see README).
 
 Its receipt, ``reports/registration.json``, records what it found or did. When the receipt
-is for this model fingerprint, threshold and tracking URI, and the store is the embedded SQLite
+is for this model fingerprint, serving tags and tracking URI, and the store is the embedded SQLite
 file unchanged since the receipt was written (same inode, size and modification time), the
 store cannot hold anything new: the stage reports the receipt without starting MLflow.
 """
 
+import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 
+from credit_risk.ml.scorecard import ScoreScale
 from credit_risk.params import decision_threshold
 from credit_risk.pipeline.paths import METRICS, MODEL_INFO, RECEIPT, read_json, write_json
-from credit_risk.registry.names import MODEL_NAME
+from credit_risk.registry.names import MODEL_NAME, TAG_SCORE_SCALE, TAG_SERVE_THRESHOLD
 from credit_risk.registry.store import embedded_tracking_uri, project_root, redact, tracking_uri
 
 
@@ -27,13 +31,13 @@ def register(params: dict) -> str:
     A version that was decided on keeps its decision, so rerunning the pipeline never undoes a
     promotion made by hand. Writes the receipt; returns a summary.
     """
-    threshold = decision_threshold(params)
+    tags = serving_tags(params)
     root = project_root()
     fingerprint = read_json(MODEL_INFO)["model_fingerprint"]
     uri = tracking_uri(root)
-    receipt = _unchanged_receipt(root, uri, fingerprint, threshold)
+    receipt = _unchanged_receipt(root, uri, fingerprint, tags)
     if receipt is None:
-        receipt = _register_in_mlflow(params, root, fingerprint, threshold)
+        receipt = _register_in_mlflow(params, root, fingerprint, tags)
         receipt["embedded_store_file"] = _embedded_store_file(root, uri)
         write_json(RECEIPT, receipt)
         checked = ""
@@ -46,7 +50,16 @@ def register(params: dict) -> str:
     )
 
 
-def _register_in_mlflow(params: dict, root: Path, fingerprint: str, threshold: float) -> dict:
+def serving_tags(params: dict) -> dict[str, str]:
+    """How the version is to be served, as registry tags: ``serve.threshold`` and ``score``."""
+    scale = ScoreScale.from_params(params["score"])
+    return {
+        TAG_SERVE_THRESHOLD: str(decision_threshold(params)),
+        TAG_SCORE_SCALE: json.dumps(asdict(scale), sort_keys=True),
+    }
+
+
+def _register_in_mlflow(params: dict, root: Path, fingerprint: str, tags: dict) -> dict:
     """The MLflow work of the stage; returns the receipt."""
     from mlflow import MlflowClient
 
@@ -56,7 +69,7 @@ def _register_in_mlflow(params: dict, root: Path, fingerprint: str, threshold: f
         get_or_create_experiment,
         production_version,
     )
-    from credit_risk.registry.names import TAG_GATE_DECISION, TAG_GATE_REASON, TAG_SERVE_THRESHOLD
+    from credit_risk.registry.names import TAG_GATE_DECISION, TAG_GATE_REASON
     from credit_risk.registry.promotion import PROMOTED, gate, promote, record_decision
     from credit_risk.registry.registration import log_training_run, register_version
     from credit_risk.registry.registration_lock import registration_lock
@@ -70,13 +83,12 @@ def _register_in_mlflow(params: dict, root: Path, fingerprint: str, threshold: f
             params, experiment
         )
         version = find_version(client, run_id) or register_version(client, run_id)
-        if version.tags.get(TAG_SERVE_THRESHOLD) != str(threshold):
-            client.set_model_version_tag(
-                MODEL_NAME, version.version, TAG_SERVE_THRESHOLD, str(threshold)
-            )
+        for name, value in tags.items():
+            if version.tags.get(name) != value:
+                client.set_model_version_tag(MODEL_NAME, version.version, name, value)
         decision = version.tags.get(TAG_GATE_DECISION)
         if decision is None:
-            decision, reason = gate(client, read_json(METRICS)["roc_auc"], params["register"])
+            decision, reason = gate(client, read_json(METRICS), params["register"])
             if decision == PROMOTED:
                 promote(client, version)
             record_decision(client, version.version, decision, reason)
@@ -90,7 +102,7 @@ def _register_in_mlflow(params: dict, root: Path, fingerprint: str, threshold: f
         "model_fingerprint": fingerprint,
         "decision": decision,
         "reason": reason,
-        "serve_threshold": threshold,
+        "serving_tags": tags,
         "production_version": int(production.version) if production else None,
         "tracking_uri": redact(uri),
     }
@@ -107,7 +119,7 @@ def _embedded_store_file(root: Path, uri: str) -> list[int] | None:
     return [state.st_ino, state.st_size, state.st_mtime_ns]
 
 
-def _unchanged_receipt(root: Path, uri: str, fingerprint: str, threshold: float) -> dict | None:
+def _unchanged_receipt(root: Path, uri: str, fingerprint: str, tags: dict) -> dict | None:
     """The last receipt, if it still describes the store (see the module docstring)."""
     try:
         receipt = read_json(RECEIPT)
@@ -119,6 +131,6 @@ def _unchanged_receipt(root: Path, uri: str, fingerprint: str, threshold: float)
         and receipt.get("embedded_store_file") == store_file
         and receipt.get("tracking_uri") == redact(uri)
         and receipt.get("model_fingerprint") == fingerprint
-        and receipt.get("serve_threshold") == threshold
+        and receipt.get("serving_tags") == tags
     )
     return receipt if unchanged else None

@@ -22,9 +22,12 @@ def train(params: dict) -> str:
     save_model(model, MODEL)
     fingerprint = model_fingerprint(probability)
     write_json(MODEL_INFO, {"model": settings["model"], "model_fingerprint": fingerprint})
-    labels = test_rows[TARGET].to_numpy()
-    metrics = classification_metrics(labels, probability)
+    labels, bins = test_rows[TARGET].to_numpy(), int(settings["calibration_bins"])
+    metrics = classification_metrics(labels, probability, bins)
     write_json(METRICS, metrics)
-    for name, records in curves(labels, probability, int(settings["calibration_bins"])).items():
+    for name, records in curves(labels, probability, bins).items():
         write_json(PLOTS / f"{name}.json", records)
-    return f"{settings['model']}: test ROC AUC {metrics['roc_auc']:.4f}"
+    return (
+        f"{settings['model']}: test ROC AUC {metrics['roc_auc']:.4f}, "
+        f"calibration error {metrics['calibration_error']:.4f}"
+    )

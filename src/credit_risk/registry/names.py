@@ -19,6 +19,8 @@ TAG_MODEL_URI = "model_uri"
 TAG_GATE_DECISION = "gate_decision"
 TAG_GATE_REASON = "gate_reason"
 TAG_SERVE_THRESHOLD = "serve_threshold"
+TAG_SCORE_SCALE = "score_scale"
+"""The ``score`` section of params.yaml, as JSON."""
 
 # Tags on the serving runs that receive the prediction log.
 TAG_SERVING_MODEL_NAME = "serving_model_name"

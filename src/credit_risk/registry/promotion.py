@@ -20,16 +20,23 @@ from credit_risk.registry.store import configure_tracking, project_root, redact,
 PROMOTED, REJECTED, PROMOTED_BY_HAND = "promoted", "rejected", "promoted_by_hand"
 
 
-def gate(client: MlflowClient, auc: float, settings: dict) -> tuple[str, str]:
-    """(``promoted`` | ``rejected``, why) for a new version with test ROC AUC ``auc``.
+def gate(client: MlflowClient, metrics: dict[str, float], settings: dict) -> tuple[str, str]:
+    """(``promoted`` | ``rejected``, why) for a new version with these test-split ``metrics``.
 
-    ``settings`` is params.yaml's ``register`` section: ``min_auc`` and ``max_auc_drop``
-    (the most the AUC may fall below the current Production version's).
+    ``settings`` is params.yaml's ``register`` section: ``min_auc``, ``max_calibration_error``
+    and ``max_auc_drop`` (the most the AUC may fall below the current Production version's).
     """
-    current = production_version(client)
+    auc, calibration = metrics["roc_auc"], metrics["calibration_error"]
     min_auc, max_drop = float(settings["min_auc"]), float(settings["max_auc_drop"])
+    max_calibration = float(settings["max_calibration_error"])
     if auc < min_auc:
         return REJECTED, f"test ROC AUC {auc:.4f} is below register.min_auc {min_auc}"
+    if calibration > max_calibration:
+        return REJECTED, (
+            f"test calibration error {calibration:.4f} is above register.max_calibration_error "
+            f"{max_calibration}"
+        )
+    current = production_version(client)
     if current is None:
         return PROMOTED, f"test ROC AUC {auc:.4f} >= register.min_auc {min_auc}; first Production"
     current_auc = client.get_run(current.run_id).data.metrics["roc_auc"]

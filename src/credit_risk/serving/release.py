@@ -8,6 +8,7 @@ match the SHA256 recorded at registration (``model_sha256``) and hold only the p
 trusted types; :func:`load_served_model` checks the hash again before the service uses it.
 """
 
+import json
 import os
 import shutil
 import tempfile
@@ -18,6 +19,7 @@ import bentoml
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from credit_risk.ml.contract import REASON_CODES_VERSION
 from credit_risk.ml.fingerprints import file_sha256
 from credit_risk.ml.model_file import load_model
 from credit_risk.registry.lookups import production_version
@@ -27,6 +29,7 @@ from credit_risk.registry.names import (
     PRODUCTION_STAGE,
     TAG_DATASET_HASH,
     TAG_MODEL_SHA256,
+    TAG_SCORE_SCALE,
     TAG_SERVE_THRESHOLD,
 )
 from credit_risk.registry.store import configure_tracking, project_root, redact, tracking_errors
@@ -52,6 +55,9 @@ class ServedModel(BaseModel):
     dataset_hash: str
     model_sha256: str
     decision_threshold: float
+    score_scale: dict[str, float]
+    """:class:`~credit_risk.ml.scorecard.ScoreScale` as a dict."""
+    reason_codes_version: int
     metrics: dict[str, float]
     trained_at: str
     imported_at: str
@@ -97,7 +103,7 @@ def import_production() -> str:
                 f"MLflow at {redact(uri)} has no Production version of {MODEL_NAME} "
                 f"(alias @{PRODUCTION_ALIAS}); nothing imported"
             )
-        for tag in (TAG_SERVE_THRESHOLD, TAG_MODEL_SHA256):
+        for tag in (TAG_SERVE_THRESHOLD, TAG_SCORE_SCALE, TAG_MODEL_SHA256):
             if tag not in version.tags:
                 raise ImportRefused(
                     f"{MODEL_NAME} version {version.version} in MLflow at {redact(uri)} has no "
@@ -113,6 +119,8 @@ def import_production() -> str:
         dataset_hash=run.data.tags.get(TAG_DATASET_HASH, ""),
         model_sha256=version.tags[TAG_MODEL_SHA256],
         decision_threshold=float(version.tags[TAG_SERVE_THRESHOLD]),
+        score_scale=json.loads(version.tags[TAG_SCORE_SCALE]),
+        reason_codes_version=REASON_CODES_VERSION,
         metrics=run.data.metrics,
         trained_at=datetime.fromtimestamp(run.info.start_time / 1000, UTC).isoformat(),
         imported_at=datetime.now(UTC).isoformat(),
@@ -190,5 +198,13 @@ def _same_release(model: bentoml.Model, candidate: ServedModel) -> bool:
         current = ServedModel.of(model)
     except ValueError:
         return False
-    fields = ("model_version", "run_id", "model_sha256", "decision_threshold", "tracking_uri")
+    fields = (
+        "model_version",
+        "run_id",
+        "model_sha256",
+        "decision_threshold",
+        "score_scale",
+        "reason_codes_version",
+        "tracking_uri",
+    )
     return all(getattr(current, name) == getattr(candidate, name) for name in fields)

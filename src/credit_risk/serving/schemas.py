@@ -50,14 +50,25 @@ class BatchRequest(BaseModel):
     applicants: list[Applicant] = Field(min_length=1, max_length=MAX_BATCH_ROWS)
 
 
+class Reason(TypedDict):
+    """An adverse factor of this applicant (a reason code of the contract's table)."""
+
+    code: str
+    feature: str
+    description: str
+
+
 class Prediction(TypedDict):
-    """One scored applicant."""
+    """One scored applicant: the decision, its probability of default, its credit score and
+    up to four reasons, the strongest first (none when nothing lowered the score)."""
 
     prediction: Literal[0, 1]
     probability: float
     model_version: str
     prediction_id: str
     timestamp: str
+    score: int
+    reasons: list[Reason]
 
 
 class BatchResponse(BaseModel):

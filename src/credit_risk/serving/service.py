@@ -14,6 +14,7 @@ import gc
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from datetime import UTC, datetime
 from operator import itemgetter
 
@@ -21,7 +22,8 @@ import bentoml
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from credit_risk.ml.contract import FEATURE_NAMES
+from credit_risk.ml.contract import FEATURE_NAMES, REASON_CODES
+from credit_risk.ml.scorecard import ScoreScale, assess
 from credit_risk.registry.store import TrackingError
 from credit_risk.serving.batching import GroupCommit, ScoringError
 from credit_risk.serving.prediction_log import (
@@ -89,6 +91,7 @@ class CreditRiskService:
         model = self.bento_model
         self.served = ServedModel.of(model)
         self.model = load_served_model(model, self.served)
+        self.scale = ScoreScale(**self.served.score_scale)
         uri = serving_tracking_uri(in_bento=CreditRiskService.bento is not None)
         self.log = PredictionLog(log_directory())
         self.shipper = self.guard = None
@@ -124,34 +127,37 @@ class CreditRiskService:
         return None
 
     def predict(self, applicants: list[dict]) -> list[dict | Exception]:
-        """A prediction per applicant, unlogged; an applicant the model fails on gets the
-        exception, and the others are scored one by one so that only it fails."""
+        """A prediction (with score and reason codes) per applicant, unlogged; an applicant the
+        model fails on gets the exception, the others scored one by one so that only it fails."""
         values = np.array(list(map(FEATURE_VALUES, applicants)), dtype="float64")
         try:
-            probabilities = self.model.predict_proba(values)[:, 1].tolist()
+            assessed = list(zip(*assess(self.model, values, self.scale), strict=True))
         except Exception:  # noqa: BLE001 - find the applicant(s) the model cannot score
-            probabilities = [self._probability_or_error(row) for row in values]
+            assessed = [self._assess_one(row) for row in values]
         now = datetime.now(UTC).isoformat()
         ids = os.urandom(16 * len(applicants)).hex()
         threshold, version = self.served.decision_threshold, self.served.model_version
         return [
-            p
-            if isinstance(p, Exception)
+            result
+            if isinstance(result, Exception)
             else {
-                "prediction": int(p >= threshold),
-                "probability": p,
+                "prediction": int(result[0] >= threshold),
+                "probability": result[0],
                 "model_version": version,
                 "prediction_id": ids[32 * i : 32 * i + 32],
                 "timestamp": now,
+                "score": result[1],
+                "reasons": result[2],
             }
-            for i, p in enumerate(probabilities)
+            for i, result in enumerate(assessed)
         ]
 
-    def _probability_or_error(self, row: np.ndarray) -> float | Exception:
+    def _assess_one(self, row: np.ndarray) -> tuple | Exception:
         try:
-            return float(self.model.predict_proba(row[np.newaxis, :])[0, 1])
+            (probability,), (score,), (reasons,) = assess(self.model, row[np.newaxis], self.scale)
         except Exception as error:  # noqa: BLE001 - this applicant's answer is the error
             return ScoringError(f"the model could not score this applicant: {error}")
+        return probability, score, reasons
 
     def score_group(self, applicants: list[dict]) -> list[dict | Exception]:
         """``/predict`` groups: predictions, the scored ones logged durably (one fsync) first."""
@@ -220,8 +226,12 @@ class CreditRiskService:
         }
 
     def model_info(self) -> dict:
-        """``GET /model/info``: the :class:`ServedModel` record and the BentoML model tag."""
-        return self.served.model_dump() | {"bento_model": str(self.bento_model.tag)}
+        """``GET /model/info``: the :class:`ServedModel` record, the reason code table and the
+        BentoML model tag."""
+        return self.served.model_dump() | {
+            "reason_codes": [asdict(code) for code in REASON_CODES],
+            "bento_model": str(self.bento_model.tag),
+        }
 
 
 CreditRiskService.add_asgi_middleware(RequestBodies)

@@ -1,5 +1,6 @@
 """``credit-risk status``: what the registry and the BentoML store hold, and if they agree."""
 
+import json
 import os
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from credit_risk.registry.names import (
     TAG_GATE_DECISION,
     TAG_GATE_REASON,
     TAG_MODEL_SHA256,
+    TAG_SCORE_SCALE,
     TAG_SERVE_THRESHOLD,
 )
 from credit_risk.registry.store import configure_tracking, project_root, redact, tracking_errors
@@ -35,6 +37,7 @@ def release_status() -> dict:
             "gate_decision": version.tags.get(TAG_GATE_DECISION),
             "gate_reason": version.tags.get(TAG_GATE_REASON),
             "serve_threshold": version.tags.get(TAG_SERVE_THRESHOLD),
+            "score_scale": version.tags.get(TAG_SCORE_SCALE),
             "model_sha256": version.tags.get(TAG_MODEL_SHA256),
             "roc_auc": run.data.metrics.get("roc_auc"),
         }
@@ -49,6 +52,7 @@ def release_status() -> dict:
                     "run_id",
                     "model_sha256",
                     "decision_threshold",
+                    "score_scale",
                     "imported_at",
                 }
             )
@@ -61,6 +65,7 @@ def release_status() -> dict:
         and imported.get("run_id") == production["run_id"]
         and imported.get("model_sha256") == production["model_sha256"]
         and str(imported.get("decision_threshold")) == production["serve_threshold"]
+        and json.dumps(imported.get("score_scale"), sort_keys=True) == production["score_scale"]
     )
     return {
         "tracking_uri": redact(uri),

@@ -1,0 +1,209 @@
+"""Monotone model, calibration error, credit score and reason codes, on the model itself."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import PROJECT
+from mlflow import MlflowClient
+
+from credit_risk.ml.contract import (
+    FEATURE_NAMES,
+    FEATURES,
+    PAST_DUE_SENTINEL_CODES,
+    REASON_CODES,
+    REFERENCE_APPLICANT,
+    TARGET,
+)
+from credit_risk.ml.data import load_applicants, split_applicants
+from credit_risk.ml.evaluation import expected_calibration_error
+from credit_risk.ml.features import DERIVED_FEATURES, DERIVED_MONOTONE, monotonic_constraints
+from credit_risk.ml.model import build_model
+from credit_risk.ml.scorecard import MAX_REASONS, MIN_REASON_POINTS, ScoreScale, assess
+from credit_risk.params import load_params
+from credit_risk.registry.promotion import gate
+
+PARAMS = load_params(PROJECT / "params.yaml")
+SCALE = ScoreScale.from_params(PARAMS["score"])
+
+
+@pytest.fixture(scope="module")
+def splits():
+    applicants = load_applicants(PROJECT / "data" / "gmsc-synthetic.csv")
+    split = split_applicants(applicants, 0.2, seed=42)
+    return applicants[split == "train"], applicants[split == "test"]
+
+
+@pytest.fixture(scope="module")
+def model(splits):
+    train, _ = splits
+    return build_model(PARAMS["train"]).fit(train.loc[:, FEATURE_NAMES], train[TARGET])
+
+
+def moved(values: np.ndarray, index: int, direction: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows whose feature ``index`` can move one step in ``direction`` within its bounds and
+    without landing on (or starting from) a 96/98 code or a missing value; the moved copies."""
+    feature = FEATURES[index]
+    value = values[:, index]
+    step = np.where(feature.integer, 1.0, np.maximum(np.abs(value) * 0.5, 0.05))
+    target = value + direction * step
+    keep = ~np.isnan(value) & (target >= feature.minimum) & (target <= feature.maximum)
+    if feature.sentinel_codes:
+        codes = list(PAST_DUE_SENTINEL_CODES)
+        keep &= ~np.isin(value, codes) & ~np.isin(target, codes)
+    copies = values[keep].copy()
+    copies[:, index] = target[keep]
+    return values[keep], copies
+
+
+def monotonicity_violations(model, values: np.ndarray) -> dict[str, int]:
+    """Per constrained feature: applicants whose risk moved against the declared direction
+    when that one input moved one step in it."""
+    violations = {}
+    for index, feature in enumerate(FEATURES):
+        if feature.monotone == 0:
+            continue
+        before, after = moved(values, index, +1)
+        change = model.predict_proba(after)[:, 1] - model.predict_proba(before)[:, 1]
+        violations[feature.name] = int(np.sum(feature.monotone * change < -1e-12))
+    return violations
+
+
+def test_the_reason_code_table():
+    codes = [code.code for code in REASON_CODES]
+    assert len(set(codes)) == len(codes) == len(FEATURES) + 3
+    assert {"LATE90", "UTIL", "NOINCOME", "NODEPENDENTS", "LATECODE"} <= set(codes)
+    assert all(code.description and code.feature in FEATURE_NAMES for code in REASON_CODES)
+
+
+def test_every_model_input_has_a_declared_direction_and_reason():
+    constraints = monotonic_constraints()
+    assert len(constraints) == len(FEATURE_NAMES) + len(DERIVED_FEATURES)
+    assert set(constraints) <= {-1, 0, 1}
+    assert all(feature.why for feature in FEATURES) and all(w for _, w in DERIVED_MONOTONE.values())
+    assert {f.name: f.monotone for f in FEATURES}["NumberOfTimes90DaysLate"] == 1
+    assert {f.name: f.monotone for f in FEATURES}["MonthlyIncome"] == -1
+
+
+def test_the_constrained_model_never_moves_risk_against_a_declared_direction(model, splits):
+    train, test = splits
+    values = test.loc[:, FEATURE_NAMES].to_numpy(dtype="float64")
+    assert monotonicity_violations(model, values) == dict.fromkeys(
+        [f.name for f in FEATURES if f.monotone], 0
+    )
+    free = build_model(PARAMS["train"] | {"monotone": False})
+    free.fit(train.loc[:, FEATURE_NAMES], train[TARGET])
+    assert sum(monotonicity_violations(free, values).values()) > 0  # what the switch prevents
+
+
+def test_monotone_switch_and_its_check():
+    assert build_model(PARAMS["train"] | {"monotone": False})[-1].monotonic_cst is None
+    assert build_model(PARAMS["train"])[-1].monotonic_cst == monotonic_constraints()
+    with pytest.raises(ValueError, match="train.monotone must be true or false"):
+        build_model(PARAMS["train"] | {"monotone": "yes"})
+
+
+def test_calibration_error_is_the_weighted_gap_over_quantile_bins():
+    probability = np.array([0.1, 0.1, 0.2, 0.2, 0.7, 0.9])
+    outcome = np.array([0, 0, 0, 1, 1, 1])
+    # three bins of two: |0.1 - 0| , |0.2 - 0.5|, |0.8 - 1|, each weighing 2/6
+    expected = (0.1 + 0.3 + 0.2) / 3
+    assert expected_calibration_error(outcome, probability, 3) == pytest.approx(expected)
+    assert expected_calibration_error(outcome, np.array([0, 0, 0.5, 0.5, 1, 1]), 3) == 0
+
+
+def test_the_gate_rejects_a_badly_calibrated_model(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    settings = PARAMS["register"] | {"max_calibration_error": 0.01}
+    decision, reason = gate(client, {"roc_auc": 0.9, "calibration_error": 0.02}, settings)
+    assert decision == "rejected" and "register.max_calibration_error 0.01" in reason
+    decision, _ = gate(client, {"roc_auc": 0.9, "calibration_error": 0.005}, settings)
+    assert decision == "promoted"
+
+
+def test_the_score_scale():
+    assert SCALE.points(np.array([1 / 51]))[0] == 600  # 50:1 good:bad
+    assert SCALE.points(np.array([1 / 101]))[0] == 620  # odds doubled
+    assert SCALE.points(np.array([1 / 26]))[0] == 580  # odds halved
+    assert SCALE.points(np.array([1e-12, 0.999999, 0.0, 1.0])).tolist() == [850, 300, 850, 300]
+    scores = SCALE.points(np.linspace(0.001, 0.999, 50))
+    assert np.all(np.diff(scores) <= 0)
+    with pytest.raises(ValueError, match="score.min_points must be below"):
+        ScoreScale.from_params(PARAMS["score"] | {"min_points": 900})
+    with pytest.raises(ValueError, match="score: .*unexpected keyword"):
+        ScoreScale.from_params(PARAMS["score"] | {"pdo": 20})
+
+
+def applicant(**changes) -> np.ndarray:
+    row = REFERENCE_APPLICANT | changes
+    return np.array([[row[name] for name in FEATURE_NAMES]], dtype="float64")
+
+
+def test_the_reference_applicant_gets_no_reason(model):
+    _, scores, reasons = assess(model, applicant(), SCALE)
+    assert reasons == [[]]
+
+
+def test_many_90_day_delinquencies_come_first(model):
+    _, _, reasons = assess(model, applicant(NumberOfTimes90DaysLate=4), SCALE)
+    assert reasons[0][0]["code"] == "LATE90"
+    _, _, reasons = assess(model, applicant(MonthlyIncome=np.nan, DebtRatio=1500), SCALE)
+    assert "NOINCOME" in [reason["code"] for reason in reasons[0]]
+
+
+def test_reasons_are_faithful_and_only_adverse(model, splits):
+    """Every reason names a factor whose change to the reference raises the score by at least
+    the minimum, strongest first; no factor that lowered risk is ever named."""
+    _, test = splits
+    values = test.loc[:, FEATURE_NAMES].to_numpy(dtype="float64")[:300]
+    probabilities, scores, reasons = assess(model, values, SCALE)
+    factors = {code.code: code for code in REASON_CODES}
+    named = 0
+    for row, probability, given in zip(values, probabilities, reasons, strict=True):
+        assert len(given) <= MAX_REASONS
+        gains = []
+        for reason in given:
+            assert factors[reason["code"]].feature == reason["feature"]
+            changed = at_reference(row, reason["code"])
+            better = model.predict_proba(changed[np.newaxis])[0, 1]
+            gains.append(points(better) - points(probability))
+        assert all(gain >= MIN_REASON_POINTS - 1e-9 for gain in gains)
+        assert gains == sorted(gains, reverse=True)
+        named += len(given)
+    assert named > 300  # most applicants differ from the reference somewhere that matters
+
+
+def points(probability: float) -> float:
+    return float(SCALE.raw_points(np.array([probability]))[0])
+
+
+def at_reference(row: np.ndarray, code: str) -> np.ndarray:
+    """The applicant with the factor ``code`` set to the reference (independently written)."""
+    changed, ref = row.copy(), REFERENCE_APPLICANT
+    index = {f.reason_code: i for i, f in enumerate(FEATURES)}
+    income, debt = FEATURE_NAMES.index("MonthlyIncome"), FEATURE_NAMES.index("DebtRatio")
+    if code == "NOINCOME":
+        changed[debt] = row[debt] / ref["MonthlyIncome"]
+        changed[income] = ref["MonthlyIncome"]
+    elif code == "NODEPENDENTS":
+        changed[FEATURE_NAMES.index("NumberOfDependents")] = ref["NumberOfDependents"]
+    elif code == "LATECODE":
+        for i, feature in enumerate(FEATURES):
+            if feature.sentinel_codes and row[i] in PAST_DUE_SENTINEL_CODES:
+                changed[i] = 0
+    elif code == "DEBT" and math.isnan(row[income]):
+        changed[debt] = ref["DebtRatio"] * ref["MonthlyIncome"]
+    else:
+        changed[index[code]] = ref[FEATURE_NAMES[index[code]]]
+    return changed
+
+
+def test_scores_follow_the_probabilities(model, splits):
+    _, test = splits
+    values = test.loc[:, FEATURE_NAMES].to_numpy(dtype="float64")[:500]
+    probabilities, scores, _ = assess(model, values, SCALE)
+    assert np.allclose(
+        probabilities, model.predict_proba(pd.DataFrame(values, columns=FEATURE_NAMES))[:, 1]
+    )
+    assert scores == SCALE.points(np.array(probabilities)).tolist()
