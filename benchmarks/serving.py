@@ -1,71 +1,39 @@
-"""Benchmark the BentoML service against `mlflow models serve` on the same Production model.
+"""Benchmark the BentoML service against `mlflow models serve` on the same model, briefly or
+as a soak (throughput, latency and the worker's memory, interval by interval).
 
-Run from the project root with the venv active::
+Run from the project root with the venv active (``wrk`` from ``apt-get install wrk``)::
 
-    python benchmarks/serving.py [--duration 15] [--concurrency 8] [--rows 10000]
+    python benchmarks/serving.py                                  # 15 s each, single and batch
+    python benchmarks/serving.py --soak 600 --report-every 30     # 10 minutes of /predict
 
-Both servers run as subprocesses on loopback ports, driven by the same client, ``wrk`` (C,
-keep-alive connections, one thread: ``apt-get install wrk``), so that the client takes little
-of the CPU the servers share with it. The Production model is imported into a temporary BentoML
-home and the service's prediction log goes to a temporary folder; shipping to MLflow is put off
-(a day's interval), so the project's stores are only read.
+It trains the model with the project's stage scripts into a temporary folder and MLflow store
+(``--data``: the real Kaggle file where it is, else the embedded synthetic data), imports it into
+a temporary BentoML home and serves it as a user would: prediction log on, shipping to that
+temporary store on (every ``--ship-interval`` s). Nothing of the project's stores is touched.
+Both servers are driven by the same closed-loop client, ``wrk`` with keep-alive connections.
 """
 
 import argparse
-import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
-import aiohttp
 import psutil
 
 from credit_risk.ml.contract import EXAMPLE_APPLICANT, FEATURE_NAMES
-from credit_risk.registry.names import MODEL_NAME, PRODUCTION_ALIAS
-from credit_risk.registry.store import embedded_tracking_uri
 
+PROJECT = Path(__file__).resolve().parent.parent
+REAL_DATA = PROJECT.parent / "shared/data/gmsc/cs-training.csv"
 SERVICE = "credit_risk.serving.service:CreditRiskService"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start(command: list[str], env: dict, log: Path) -> subprocess.Popen:
-    with log.open("w") as output:
-        return subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
-
-
-def stop(process: subprocess.Popen) -> None:
-    """SIGTERM the server and its workers."""
-    processes = [psutil.Process(process.pid), *psutil.Process(process.pid).children(True)]
-    for child in processes:
-        child.send_signal(signal.SIGTERM)
-    psutil.wait_procs(processes, timeout=30)
-
-
-async def wait_ready(url: str, process: subprocess.Popen, log: Path) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(600):
-            if process.poll() is not None:
-                raise SystemExit(f"server exited:\n{log.read_text()}")
-            try:
-                async with session.get(url) as answer:
-                    if answer.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise SystemExit(f"{url} not ready:\n{log.read_text()}")
-
-
+STAGES = ("prepare", "fingerprint", "train", "register")
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -80,95 +48,181 @@ end
 """
 
 
-def wrk(url: str, body: dict, concurrency: int, duration: float, work: Path) -> dict:
-    """Closed loop: ``concurrency`` connections post ``body`` back to back for ``duration`` s.
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
-    Returns requests/s, p50 and p99 in ms, and errors (HTTP status >= 400, socket errors).
-    A 2 s run first warms the server up.
-    """
+
+def trained_project(work: Path, data: Path) -> dict:
+    """Train and register the model in ``work``; the environment that uses its stores."""
+    shutil.copytree(PROJECT / "stages", work / "stages")
+    params = (PROJECT / "params.yaml").read_text(encoding="utf-8")
+    (work / "params.yaml").write_text(params.replace("data/gmsc-synthetic.csv", str(data)))
+    env = os.environ | {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+        "BENTOML_HOME": str(work / "bentoml"),
+        "DVC_ROOT": str(work),
+    }
+    for stage in STAGES:
+        subprocess.run([sys.executable, f"stages/{stage}.py"], cwd=work, env=env, check=True)
+    subprocess.run(
+        [str(Path(sys.executable).parent / "credit-risk"), "import"], cwd=work, env=env, check=True
+    )
+    return env
+
+
+def start(command: list[str], env: dict, log: Path, ready: str) -> subprocess.Popen:
+    """Start a server and wait until ``ready`` answers 200."""
+    with log.open("w") as output:
+        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
+    for _ in range(600):
+        if process.poll() is not None:
+            raise SystemExit(f"server exited:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(ready, timeout=2) as answer:
+                if answer.status == 200:
+                    return process
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"{ready} not ready:\n{log.read_text()}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM the server and its workers."""
+    processes = [psutil.Process(process.pid), *psutil.Process(process.pid).children(True)]
+    for child in processes:
+        child.send_signal(signal.SIGTERM)
+    psutil.wait_procs(processes, timeout=30)
+
+
+def worker_rss_mb(process: subprocess.Popen) -> float:
+    """The resident memory of the server's largest process (its worker), in MB."""
+    family = [psutil.Process(process.pid), *psutil.Process(process.pid).children(True)]
+    return max(member.memory_info().rss for member in family) / 1e6
+
+
+def wrk(url: str, body: dict, args, duration: float, connections: int, work: Path) -> dict:
+    """Closed loop: ``connections`` post ``body`` back to back for ``duration`` s; requests/s,
+    p50 and p99 in ms, errors (HTTP status >= 400, socket errors)."""
     (work / "body.json").write_text(json.dumps(body))
     script = work / "post.lua"
     script.write_text(WRK_SCRIPT % json.dumps(str(work / "body.json")))
-    for seconds in (2, duration):
-        command = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--timeout", "60s"]
-        output = subprocess.run(
-            [*command, "-s", str(script), url], capture_output=True, text=True, check=True
-        ).stdout
+    command = ["wrk", f"-t{args.wrk_threads}", f"-c{connections}", f"-d{duration:g}s"]
+    output = subprocess.run(
+        [*command, "--timeout", "60s", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     result = json.loads(output.strip().splitlines()[-1])
-    result["rps"] = result["requests"] / result["seconds"]
-    return result
+    return result | {"rps": result["requests"] / result["seconds"]}
 
 
-async def main() -> None:
+def line(name: str, result: dict) -> str:
+    return (
+        f"  {name:18} {result['rps']:8.0f} req/s  p50 {result['p50']:6.1f} ms  "
+        f"p99 {result['p99']:6.1f} ms  errors {result['errors']}"
+    )
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=15)
+    parser.add_argument("--data", type=Path, default=REAL_DATA if REAL_DATA.is_file() else None)
+    parser.add_argument("--duration", type=float, default=15, help="seconds per measurement")
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--rows", type=int, default=10_000)
+    parser.add_argument("--rows", type=int, default=10_000, help="rows per batch request")
+    parser.add_argument("--wrk-threads", type=int, default=2)
+    parser.add_argument("--ship-interval", type=float, default=30)
+    parser.add_argument("--soak", type=float, help="soak for this many seconds instead")
+    parser.add_argument("--report-every", type=float, default=30)
     args = parser.parse_args()
+    data = (args.data or PROJECT / "data" / "gmsc-synthetic.csv").resolve()
 
-    print(f"load average at start {os.getloadavg()}", flush=True)
-    root = Path.cwd()
-    tracking = os.environ.get("MLFLOW_TRACKING_URI") or embedded_tracking_uri(root)
     work = Path(tempfile.mkdtemp(prefix="serving-benchmark-"))
-    env = os.environ | {"MLFLOW_TRACKING_URI": tracking, "BENTOML_HOME": str(work / "bentoml")}
-    credit_risk = str(Path(sys.executable).parent / "credit-risk")
-    subprocess.run([credit_risk, "import"], env=env, cwd=work, check=True)
+    print(f"model trained on {data}; stores and logs in {work}", flush=True)
+    env = trained_project(work, data)
     bento_env = env | {
         "CREDIT_RISK_PREDICTION_LOG": str(work / "predictions"),
-        "CREDIT_RISK_SHIP_INTERVAL": "86400",  # the service checks the store but ships nothing
+        "CREDIT_RISK_SHIP_INTERVAL": str(args.ship_interval),
     }
     bento_port, mlflow_port = free_port(), free_port()
+    bento_url, mlflow_url = f"http://127.0.0.1:{bento_port}", f"http://127.0.0.1:{mlflow_port}"
+    values = [[EXAMPLE_APPLICANT[name] for name in FEATURE_NAMES]]
+    frame = {"dataframe_split": {"columns": list(FEATURE_NAMES), "data": values}}
+    interval = args.report_every if args.soak else args.duration
+
+    print(f"load average at start {os.getloadavg()}", flush=True)
+    mlflow = start(
+        ["mlflow", "models", "serve", "-m", "models:/credit-risk-model@production"]
+        + ["--env-manager", "local", "-p", str(mlflow_port), "--host", "127.0.0.1"],
+        env,
+        work / "mlflow.log",
+        f"{mlflow_url}/ping",
+    )
+    try:
+        wrk(f"{mlflow_url}/invocations", frame, args, 2, args.concurrency, work)  # warm-up
+        theirs = wrk(f"{mlflow_url}/invocations", frame, args, interval, args.concurrency, work)
+        if not args.soak:
+            many = {"dataframe_split": {"columns": list(FEATURE_NAMES), "data": values * args.rows}}
+            their_batch = wrk(f"{mlflow_url}/invocations", many, args, args.duration, 1, work)
+    finally:
+        stop(mlflow)
     bento = start(
         ["bentoml", "serve", SERVICE, "--port", str(bento_port)],
         bento_env,
         work / "bentoml.log",
-    )
-    model_uri = f"models:/{MODEL_NAME}@{PRODUCTION_ALIAS}"
-    served = start(
-        ["mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local"]
-        + ["-p", str(mlflow_port), "--host", "127.0.0.1"],
-        env,
-        work / "mlflow.log",
+        f"{bento_url}/readyz",
     )
     try:
-        bento_url, mlflow_url = f"http://127.0.0.1:{bento_port}", f"http://127.0.0.1:{mlflow_port}"
-        await wait_ready(f"{bento_url}/readyz", bento, work / "bentoml.log")
-        await wait_ready(f"{mlflow_url}/ping", served, work / "mlflow.log")
-
-        values = [[EXAMPLE_APPLICANT[name] for name in FEATURE_NAMES]]
-        frame = {"dataframe_split": {"columns": list(FEATURE_NAMES), "data": values}}
-        many = {"dataframe_split": {"columns": list(FEATURE_NAMES), "data": values * args.rows}}
-        servers = {
-            "bentoml": (
-                (f"{bento_url}/predict", EXAMPLE_APPLICANT),
-                (f"{bento_url}/predict/batch", {"applicants": [EXAMPLE_APPLICANT] * args.rows}),
-            ),
-            "mlflow": ((f"{mlflow_url}/invocations", frame), (f"{mlflow_url}/invocations", many)),
-        }
-        single, batches = {}, {}
-        for name, ((url, body), (batch_url, batch_body)) in servers.items():
-            single[name] = wrk(url, body, args.concurrency, args.duration, work)
-            batches[name] = wrk(batch_url, batch_body, 1, args.duration, work)
+        wrk(f"{bento_url}/predict", EXAMPLE_APPLICANT, args, 2, args.concurrency, work)
+        if args.soak:
+            soak(bento, bento_url, theirs, args, work)
+        else:
+            ours = wrk(
+                f"{bento_url}/predict", EXAMPLE_APPLICANT, args, interval, args.concurrency, work
+            )
+            batch = {"applicants": [EXAMPLE_APPLICANT] * args.rows}
+            our_batch = wrk(f"{bento_url}/predict/batch", batch, args, args.duration, 1, work)
     finally:
         stop(bento)
-        stop(served)
-
-    print(f"client: wrk, 1 thread; load average at end {os.getloadavg()}")
+    if args.soak:
+        return
+    print(f"wrk -t{args.wrk_threads}; load average at end {os.getloadavg()}")
     print(f"single applicant, concurrency {args.concurrency}, {args.duration:g} s:")
-    for name, result in single.items():
-        print(
-            f"  {name:8} {result['rps']:8.0f} req/s  p50 {result['p50']:6.1f} ms  "
-            f"p99 {result['p99']:6.1f} ms  errors {result['errors']}"
-        )
-    ours, theirs = single["bentoml"], single["mlflow"]
-    ratio = ours["rps"] / theirs["rps"]
-    print(f"  ratio    {ratio:.1f}x req/s, p99 {ours['p99'] / theirs['p99']:.2f}x")
+    print(line("bentoml", ours))
+    print(line("mlflow models serve", theirs))
+    print(
+        f"  ratio {ours['rps'] / theirs['rps']:.1f}x req/s, p99 {ours['p99'] / theirs['p99']:.2f}x"
+    )
     print(f"batches of {args.rows} rows, one connection, {args.duration:g} s:")
-    for name, result in batches.items():
-        print(f"  {name:8} {result['rps'] * args.rows:8.0f} rows/s  errors {result['errors']}")
-    print(f"  ratio    {batches['bentoml']['rps'] / batches['mlflow']['rps']:.1f}x rows/s")
-    print(f"(logs and temporary stores in {work})")
+    for name, result in (("bentoml", our_batch), ("mlflow models serve", their_batch)):
+        print(f"  {name:18} {result['rps'] * args.rows:8.0f} rows/s  errors {result['errors']}")
+    print(f"  ratio {our_batch['rps'] / their_batch['rps']:.1f}x rows/s")
+
+
+def soak(bento: subprocess.Popen, url: str, theirs: dict, args, work: Path) -> None:
+    """``/predict`` for ``args.soak`` seconds, one report line per interval."""
+    print(
+        f"soak: /predict, concurrency {args.concurrency}, wrk -t{args.wrk_threads}, "
+        f"{args.report_every:g} s intervals; shipping every {args.ship_interval:g} s"
+    )
+    print(line("mlflow models serve", theirs) + "  (one interval, before the soak)")
+    first, started = None, time.monotonic()
+    for number in range(int(args.soak // args.report_every)):
+        result = wrk(
+            f"{url}/predict", EXAMPLE_APPLICANT, args, args.report_every, args.concurrency, work
+        )
+        first = first or result
+        elapsed = time.monotonic() - started
+        print(
+            f"{line(f'{number + 1:2d} at {elapsed:5.0f} s', result)}  "
+            f"{result['rps'] / first['rps']:4.0%} of first, {result['rps'] / theirs['rps']:.1f}x "
+            f"mlflow, worker RSS {worker_rss_mb(bento):6.1f} MB",
+            flush=True,
+        )
+    print(f"load average at end {os.getloadavg()}")
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()
