@@ -28,7 +28,8 @@ from pathlib import Path
 
 import psutil
 
-from credit_risk.ml.contract import EXAMPLE_APPLICANT, FEATURE_NAMES
+from credit_risk.ml.contract import EXAMPLE_APPLICANT, FEATURE_NAMES, FEATURES
+from credit_risk.ml.data import load_applicants
 
 PROJECT = Path(__file__).resolve().parent.parent
 REAL_DATA = PROJECT.parent / "shared/data/gmsc/cs-training.csv"
@@ -46,6 +47,18 @@ done = function(summary, latency, requests)
     latency:percentile(99) / 1e3, e.status + e.connect + e.read + e.write + e.timeout))
 end
 """
+
+
+def distinct_applicants(count: int) -> list[dict]:
+    """``count`` different applicants (the embedded synthetic data's first rows), as the API
+    takes them: realistic batches, where no two rows share their scoring work."""
+    rows = load_applicants(PROJECT / "data" / "gmsc-synthetic.csv").head(count)
+    integers = {feature.name for feature in FEATURES if feature.integer}
+    return [
+        {name: None if value != value else int(value) if name in integers else value
+         for name, value in zip(FEATURE_NAMES, row, strict=True)}
+        for row in rows.loc[:, FEATURE_NAMES].itertuples(index=False)
+    ]  # fmt: skip
 
 
 def free_port() -> int:
@@ -108,7 +121,8 @@ def wrk(url: str, body: dict, args, duration: float, connections: int, work: Pat
     (work / "body.json").write_text(json.dumps(body))
     script = work / "post.lua"
     script.write_text(WRK_SCRIPT % json.dumps(str(work / "body.json")))
-    command = ["wrk", f"-t{args.wrk_threads}", f"-c{connections}", f"-d{duration:g}s"]
+    threads = min(args.wrk_threads, connections)
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s"]
     output = subprocess.run(
         [*command, "--timeout", "60s", "-s", str(script), url],
         capture_output=True,
@@ -163,8 +177,10 @@ def main() -> None:
     try:
         wrk(f"{mlflow_url}/invocations", frame, args, 2, args.concurrency, work)  # warm-up
         theirs = wrk(f"{mlflow_url}/invocations", frame, args, interval, args.concurrency, work)
+        batch = distinct_applicants(args.rows)
         if not args.soak:
-            many = {"dataframe_split": {"columns": list(FEATURE_NAMES), "data": values * args.rows}}
+            rows = [[applicant[name] for name in FEATURE_NAMES] for applicant in batch]
+            many = {"dataframe_split": {"columns": list(FEATURE_NAMES), "data": rows}}
             their_batch = wrk(f"{mlflow_url}/invocations", many, args, args.duration, 1, work)
     finally:
         stop(mlflow)
@@ -182,8 +198,9 @@ def main() -> None:
             ours = wrk(
                 f"{bento_url}/predict", EXAMPLE_APPLICANT, args, interval, args.concurrency, work
             )
-            batch = {"applicants": [EXAMPLE_APPLICANT] * args.rows}
-            our_batch = wrk(f"{bento_url}/predict/batch", batch, args, args.duration, 1, work)
+            our_batch = wrk(
+                f"{bento_url}/predict/batch", {"applicants": batch}, args, args.duration, 1, work
+            )
     finally:
         stop(bento)
     if args.soak:
@@ -195,7 +212,7 @@ def main() -> None:
     print(
         f"  ratio {ours['rps'] / theirs['rps']:.1f}x req/s, p99 {ours['p99'] / theirs['p99']:.2f}x"
     )
-    print(f"batches of {args.rows} rows, one connection, {args.duration:g} s:")
+    print(f"batches of {args.rows} different applicants, one connection, {args.duration:g} s:")
     for name, result in (("bentoml", our_batch), ("mlflow models serve", their_batch)):
         print(f"  {name:18} {result['rps'] * args.rows:8.0f} rows/s  errors {result['errors']}")
     print(f"  ratio {our_batch['rps'] / their_batch['rps']:.1f}x rows/s")

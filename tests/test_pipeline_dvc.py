@@ -192,7 +192,7 @@ def test_threshold_flows_from_params_through_the_registry_to_the_service(project
     assert ran_stages(changed.stdout) == {"register"}
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     assert client.get_model_version(MODEL_NAME, "1").tags["serve_threshold"] == "0.2"
-    assert read_json(repo / "reports/registration.json")["serve_threshold"] == 0.2
+    assert read_json(repo / "reports/registration.json")["serving_tags"]["serve_threshold"] == "0.2"
     assert registry_state(uri)["versions"] == [1]
 
     env = pipeline_env(BENTOML_HOME=str(repo / "bentoml"))

@@ -58,6 +58,8 @@ def register_as_production(env: dict, folder: Path, sk_model, **log_options) -> 
     digest = hashlib.sha256(model_file.read_bytes()).hexdigest()
     client.set_model_version_tag(MODEL, version.version, "model_sha256", digest)
     client.set_model_version_tag(MODEL, version.version, "serve_threshold", "0.3")
+    scale = client.get_model_version(MODEL, "1").tags["score_scale"]
+    client.set_model_version_tag(MODEL, version.version, "score_scale", scale)
     client.set_registered_model_alias(MODEL, "production", version.version)
     return version.version
 

@@ -129,7 +129,7 @@ def test_serve_refuses_a_stale_model_until_imported(project, tmp_path):
     files = client.get_model_version_download_uri("credit-risk-model", "1")
     run_id = client.get_model_version("credit-risk-model", "1").run_id
     second = client.create_model_version("credit-risk-model", files, run_id)
-    for tag in ("serve_threshold", "model_sha256"):
+    for tag in ("serve_threshold", "score_scale", "model_sha256"):
         value = client.get_model_version("credit-risk-model", "1").tags[tag]
         client.set_model_version_tag("credit-risk-model", second.version, tag, value)
     client.set_registered_model_alias("credit-risk-model", "production", second.version)

@@ -81,14 +81,16 @@ class ScoreScale:
 def _apply_feature(feature_index: int):
     """Set one feature to the reference (past-due codes and missing values are other factors)."""
 
-    def applies(values: np.ndarray) -> np.ndarray:
+    def applies(values: np.ndarray, direction: int) -> np.ndarray:
         value = values[:, feature_index]
-        differs = ~np.isnan(value) & (value != _REFERENCE[feature_index])
+        reference = _REFERENCE[feature_index]
+        if feature_index == _DEBT:  # without income the value is dollars, not a ratio
+            reference = np.where(np.isnan(values[:, _INCOME]), _REFERENCE_DEBT_DOLLARS, reference)
+        differs = ~np.isnan(value) & (value != reference)
         if FEATURES[feature_index].sentinel_codes:
             differs &= ~np.isin(value, PAST_DUE_SENTINEL_CODES)
-        if feature_index == _DEBT:  # without income the value is dollars, not a ratio
-            dollars = np.isnan(values[:, _INCOME])
-            differs = np.where(dollars, value != _REFERENCE_DEBT_DOLLARS, differs)
+        if direction:  # a model monotone in it: the reference's side can only cost points
+            differs &= direction * (value - reference) > 0
         return differs
 
     def change(rows: np.ndarray) -> None:
@@ -106,7 +108,7 @@ def _not_reported(feature_index: int):
     """Give a missing value the reference's; a missing income with the same monthly debt (the
     dollars ``DebtRatio`` holds then, as a ratio of that income)."""
 
-    def applies(values: np.ndarray) -> np.ndarray:
+    def applies(values: np.ndarray, direction: int) -> np.ndarray:
         return np.isnan(values[:, feature_index])
 
     def change(rows: np.ndarray) -> None:
@@ -118,7 +120,7 @@ def _not_reported(feature_index: int):
 
 
 def _past_due_not_reported():
-    def applies(values: np.ndarray) -> np.ndarray:
+    def applies(values: np.ndarray, direction: int) -> np.ndarray:
         return np.isin(values[:, _PAST_DUE], PAST_DUE_SENTINEL_CODES).any(axis=1)
 
     def change(rows: np.ndarray) -> None:
@@ -147,10 +149,16 @@ _REASONS = [asdict(code) for code, _ in FACTORS]  # one dict per code, shared by
 
 def assess(model, values: np.ndarray, scale: ScoreScale) -> tuple[list, list, list]:
     """Probabilities, scores and reason codes for the applicants ``values`` (rows in contract
-    order, NaN for missing), with one model call for the applicants and their changed copies."""
+    order, NaN for missing), with one model call for the applicants and their changed copies.
+
+    Where the model is monotone in a feature (``monotonic_cst`` of the Pipeline's last step),
+    an applicant on the reference's side of it is not changed: that could only cost points.
+    """
+    constraints = getattr(model[-1], "monotonic_cst", None) or [0] * len(FEATURES)
+    directions = [*constraints[: len(FEATURES)], *[0] * (len(FACTORS) - len(FEATURES))]
     changed, owners = [values], []
-    for _, (applies, change) in FACTORS:
-        rows = np.flatnonzero(applies(values))
+    for direction, (_, (applies, change)) in zip(directions, FACTORS, strict=True):
+        rows = np.flatnonzero(applies(values, direction))
         copies = values[rows].copy()
         change(copies)
         changed.append(copies)

@@ -105,13 +105,16 @@ class CreditRiskService:
             self.guard = ProductionGuard(self.served, str(model.tag), uri, verified=False)
             self.guard.check_once()
             self.guard.start()
-        # Model calls and log writes leave the event loop: /predict groups in one thread with
-        # one OpenMP thread (a limit that is per thread; more only compete with the event loop
-        # for the cores), batches in another with all cores.
-        self.scorer = ThreadPoolExecutor(
-            1, thread_name_prefix="scorer", initializer=threadpool_limits, initargs=(1,)
+        # Model calls and log writes leave the event loop: /predict groups in one thread,
+        # batches in another, each with one OpenMP thread (a limit that is per thread). More
+        # compete with the event loop and each other for the cores: HistGradientBoosting's
+        # per-tree parallel regions then wait on each other (see README, "Performance").
+        self.scorer, self.batch_scorer = (
+            ThreadPoolExecutor(
+                1, thread_name_prefix=name, initializer=threadpool_limits, initargs=(1,)
+            )
+            for name in ("scorer", "batch-scorer")
         )
-        self.batch_scorer = ThreadPoolExecutor(1, thread_name_prefix="batch-scorer")
         self.group_commit = GroupCommit(self.score_group, self.scorer)
         # Start-up objects never become garbage: keep them out of every later collection. Full
         # collections of what BentoML allocates later are slow (see README, "Performance"):

@@ -65,7 +65,7 @@ def release_status() -> dict:
         and imported.get("run_id") == production["run_id"]
         and imported.get("model_sha256") == production["model_sha256"]
         and str(imported.get("decision_threshold")) == production["serve_threshold"]
-        and json.dumps(imported.get("score_scale"), sort_keys=True) == production["score_scale"]
+        and imported.get("score_scale") == json.loads(production["score_scale"] or "null")
     )
     return {
         "tracking_uri": redact(uri),
