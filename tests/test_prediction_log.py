@@ -11,6 +11,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -163,7 +164,8 @@ def test_the_shipper_survives_a_corrupt_state_file_and_says_so(tmp_path, trackin
     assert status["alive"] and "corrupt" in status["error"] and not status["ok"]
     (directory / STATE_FILE).unlink()  # the operator's fix
     wait_for(lambda: shipper.status("1")["shipped_records"] == 3)
-    assert shipper.is_alive() and shipper.status("1")["ok"]
+    wait_for(lambda: shipper.status("1")["ok"])  # once the round that shipped them ended
+    assert shipper.is_alive() and shipper.status("1")["shipped_records"] == 3
 
 
 @pytest.mark.slow
@@ -314,3 +316,35 @@ def wait_for(condition, timeout: float = 30) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_a_round_ships_what_the_log_held_when_it_began(tmp_path, tracking):
+    """A busy service keeps appending while a round ships: the round takes the file as it was
+    (one chunk), not a trail of tiny chunks chasing its end; the next round takes the rest."""
+    log = PredictionLog(tmp_path / "log")
+    log.append(records(2000, version="9"))
+    shipper = Shipper(log.directory, tracking, {})
+    done = threading.Event()
+
+    def keep_writing() -> None:
+        for start in range(2000, 10**9):
+            if done.is_set():
+                return
+            log.append(records(1, version="9", start=start))
+
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        shipper.ship_once()
+    finally:
+        done.set()
+        writer.join()
+    (run_id,) = serving_runs(tracking)["9"]
+    client = MlflowClient(tracking)
+    assert len(client.list_artifacts(run_id, "predictions")) == 1
+    written = len(read_records(log.directory))
+    assert 2000 <= client.get_run(run_id).data.metrics["predictions_total"] < written
+    shipper.ship_once()
+    total, ids = shipped_totals(tracking, run_id)
+    assert total == written == len(ids) and len(client.list_artifacts(run_id, "predictions")) == 2

@@ -1,8 +1,10 @@
 """Shipping the prediction log to MLflow: a background thread that never dies.
 
 :class:`Shipper` copies the complete lines not yet shipped to the run ``serving-v<version>`` of
-the records' model version in the configured tracking store: each chunk as an artifact named
-after its log file, byte range and counts, then the run's totals as metrics. Totals are summed
+the records' model version in the configured tracking store, in rounds: each chunk as an
+artifact named after its log file, byte range and counts, then the run's totals as metrics. A
+round ships what the files held when it began, so a busy service's shipper never chases the
+end of the file with tiny chunks. Totals are summed
 from those artifact names, so they equal the records shipped whatever the number of log
 directories (replicas, restarts) shipping to one run. Lines that are not records are moved to
 ``quarantine/`` and counted. Progress is ``shipped.json``, replaced atomically; a failed round
@@ -101,22 +103,30 @@ class Shipper(threading.Thread):
         return True
 
     def ship_once(self) -> None:
-        """Ship every file's new complete lines; retire the finished, fully shipped files."""
+        """Ship the complete lines each file had when the round began (lines written meanwhile
+        wait for the next round), then each touched run's totals; retire finished, fully
+        shipped files."""
         state = read_state(self.directory)
         client = connect(self.uri)
+        shipped: dict[str, list[float]] = {}  # probabilities shipped this round, per run
         for path in sorted(self.directory.glob(LOG_FILE_PATTERN)):
-            finished = is_finished(path)  # before reading: a finished file does not grow
-            while self._ship_chunk(client, state, path, finished):
+            finished = is_finished(path)  # before its size: a finished file does not grow
+            size = path.stat().st_size
+            while self._ship_chunk(client, state, path, size, finished, shipped):
                 pass
-            if finished and state["offsets"].get(path.name, 0) >= path.stat().st_size:
+            if finished and state["offsets"].get(path.name, 0) >= size:
                 retire(self.directory, path, state, self.retention)
+        for run_id, probabilities in shipped.items():
+            self._log_totals(client, run_id, probabilities)
 
-    def _ship_chunk(self, client, state: dict, path: Path, finished: bool) -> bool:
-        """Ship the next chunk of ``path``; False when there is nothing (more) to ship."""
+    def _ship_chunk(
+        self, client, state: dict, path: Path, size: int, finished: bool, shipped: dict
+    ) -> bool:
+        """Ship the next chunk of ``path`` below ``size``; False when there is nothing to ship."""
         offset = state["offsets"].get(path.name, 0)
         with path.open("rb") as stream:
             stream.seek(offset)
-            data = stream.read(MAX_SHIPMENT_BYTES)
+            data = stream.read(min(MAX_SHIPMENT_BYTES, size - offset))
         complete = data[: data.rfind(b"\n") + 1]
         if not complete:
             if data and (finished or len(data) == MAX_SHIPMENT_BYTES):
@@ -135,26 +145,30 @@ class Shipper(threading.Thread):
             chunk = [
                 (line, record) for line, record in records if record["model_version"] == version
             ]
-            self._upload(
-                client, self._serving_run(client, state, version), path, offset, end, chunk
-            )
+            run_id = self._serving_run(client, state, version)
+            self._upload(client, run_id, path, offset, end, chunk)
+            shipped.setdefault(run_id, []).extend(record["probability"] for _, record in chunk)
         state["offsets"][path.name] = end
         state["shipped"] += len(records)
         save_state(self.directory, state)
         return True
 
-    def _upload(self, client, run_id: str, path: Path, start: int, end: int, chunk) -> None:
-        """One chunk as an artifact, then the run's totals (from the artifact names) as metrics."""
-        from mlflow.entities import Metric
-
+    @staticmethod
+    def _upload(client, run_id: str, path: Path, start: int, end: int, chunk) -> None:
+        """One chunk as an artifact named after its log file, byte range and counts."""
         positives = sum(record["prediction"] for _, record in chunk)
         name = f"{path.stem}-{start:012d}-{end:012d}-{len(chunk)}r-{positives}p.jsonl"
         with tempfile.TemporaryDirectory() as folder:
             (Path(folder) / name).write_bytes(b"".join(line for line, _ in chunk))
             client.log_artifact(run_id, str(Path(folder) / name), artifact_path=ARTIFACT_DIR)
+
+    @staticmethod
+    def _log_totals(client, run_id: str, probabilities: list[float]) -> None:
+        """The run's totals (summed from its artifact names) and this round's probabilities."""
+        from mlflow.entities import Metric
+
         shipped = [artifact.path for artifact in client.list_artifacts(run_id, ARTIFACT_DIR)]
         total, total_positives = run_totals(shipped)
-        probabilities = [record["probability"] for _, record in chunk]
         metrics = {
             "predictions_total": total,
             "positives_total": total_positives,
