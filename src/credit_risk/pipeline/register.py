@@ -71,7 +71,11 @@ def _register_in_mlflow(params: dict, root: Path, fingerprint: str, tags: dict) 
     )
     from credit_risk.registry.names import TAG_GATE_DECISION, TAG_GATE_REASON
     from credit_risk.registry.promotion import PROMOTED, gate, promote, record_decision
-    from credit_risk.registry.registration import log_training_run, register_version
+    from credit_risk.registry.registration import (
+        ensure_reference_profile,
+        log_training_run,
+        register_version,
+    )
     from credit_risk.registry.registration_lock import registration_lock
     from credit_risk.registry.store import configure_tracking, tracking_errors
 
@@ -82,6 +86,7 @@ def _register_in_mlflow(params: dict, root: Path, fingerprint: str, tags: dict) 
         run_id = find_training_run(client, experiment, fingerprint) or log_training_run(
             params, experiment
         )
+        ensure_reference_profile(client, run_id)
         version = find_version(client, run_id) or register_version(client, run_id)
         for name, value in tags.items():
             if version.tags.get(name) != value:
