@@ -1,7 +1,8 @@
 """Drift of the served population: the prediction log measured against a reference profile.
 
-:func:`measure_drift` streams the log files in blocks of lines, parses each block with one
-``orjson`` call, bins it with numpy and keeps only counts, so memory does not grow with the log.
+:func:`measure_drift` streams the log files in blocks of lines (one file per core at
+a time), parses each block with one ``orjson`` call, bins it with numpy and keeps only counts,
+so memory does not grow with the log.
 Lines that are not prediction records (torn, corrupt) are skipped and counted; records of other
 model versions and outside the date window are counted, not used. The population stability
 index (PSI) of every feature, of the probability and of the score compares the shares of the
@@ -10,7 +11,11 @@ reference's bins: ``sum((current - reference) * ln(current / reference))``, shar
 """
 
 import gzip
+import multiprocessing
+import os
+import re
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from datetime import date
 from operator import itemgetter
 from pathlib import Path
@@ -27,6 +32,9 @@ BLOCK_BYTES = 4 * 1024 * 1024
 STATUSES = ("stable", "watch", "significant")
 FEATURE_VALUES = itemgetter(*FEATURE_NAMES)
 MODEL_VERSION = itemgetter("model_version")
+REASONS = re.compile(rb'"reasons":\[[^\]]*\],')
+CODE = re.compile(rb'"code":"([^"]*)"')
+BAD_RECORD = (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError)
 
 
 class DriftError(ValueError):
@@ -48,8 +56,8 @@ def status(value: float, thresholds: dict) -> str:
 
 
 def line_blocks(path: Path, tally: "Tally"):
-    """The complete lines of a log file (``.gz`` too), a block at a time; a last line without
-    its newline (torn) is counted in ``tally``."""
+    """The complete lines of a log file (``.gz`` too), a block of them at a time, without the
+    last newline; a last line without its newline (torn) is counted in ``tally``."""
     opener = gzip.open if path.suffix == ".gz" else open
     rest = b""
     with opener(path, "rb") as stream:
@@ -57,8 +65,8 @@ def line_blocks(path: Path, tally: "Tally"):
             data = rest + block
             cut = data.rfind(b"\n") + 1
             rest = data[cut:]
-            if cut:
-                yield data[: cut - 1].split(b"\n")
+            if cut > 1:
+                yield data[: cut - 1]
     if rest.strip():
         tally.corrupt += 1
 
@@ -79,23 +87,44 @@ class Tally:
         self.versions: Counter = Counter()
         self.records = self.corrupt = self.outside = 0
 
-    def add_lines(self, lines: list[bytes]) -> None:
-        """Parse and count a block of lines (one parse; line by line if some line is bad)."""
+    def merge(self, other: "Tally") -> None:
+        """Add the counts of another tally of the same profile, version and window."""
+        for name in ("features", "probability", "score"):
+            getattr(self, name)[...] += getattr(other, name)
+        for name in ("reasons", "versions"):
+            getattr(self, name).update(getattr(other, name))
+        for day, row in other.days.items():
+            self.days[day] = self.days.get(day, 0) + row
+        self.records += other.records
+        self.corrupt += other.corrupt
+        self.outside += other.outside
+
+    def add_block(self, block: bytes) -> None:
+        """Count a block of lines. Usually with one parse of the block without its reason
+        lists, the codes found by a regular expression (all of the block's records are used);
+        else line by line."""
         try:
-            records = orjson.loads(b"[" + b",".join(lines) + b"]")
-            self._add(records, self._columns(self._usable(records)))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError):
-            good = []
-            for line in lines:
-                try:
-                    record = orjson.loads(line)
-                    self._columns([record])
-                    if not isinstance(MODEL_VERSION(record), str):
-                        raise TypeError("model_version is not a string")
-                    good.append(record)
-                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError):
-                    self.corrupt += 1
-            self._add(good, self._columns(self._usable(good)))
+            records = orjson.loads(b"[" + REASONS.sub(b"", block).replace(b"\n", b",") + b"]")
+            if len(self._usable(records)) == len(records):
+                self._add(records, self._columns(records, CODE.findall(block)))
+                return
+        except BAD_RECORD:
+            pass
+        self.add_lines(block.split(b"\n"))
+
+    def add_lines(self, lines: list[bytes]) -> None:
+        """Parse and count lines one by one, skipping (and counting) those that are not records."""
+        good = []
+        for line in lines:
+            try:
+                record = orjson.loads(line)
+                self._columns([record])
+                if not isinstance(MODEL_VERSION(record), str):
+                    raise TypeError("model_version is not a string")
+                good.append(record)
+            except BAD_RECORD:
+                self.corrupt += 1
+        self._add(good, self._columns(self._usable(good)))
 
     def _usable(self, records: list[dict]) -> list[dict]:
         """The records of this model version within the window (others only counted)."""
@@ -106,15 +135,18 @@ class Tally:
         since, until = self.since, self.until
         return [r for r in mine if since <= r["timestamp"][:10] <= until]
 
-    def _columns(self, records: list[dict]) -> dict:
-        """The values of ``records`` as arrays; raises if a record lacks one or has a bad one."""
+    def _columns(self, records: list[dict], codes: list | None = None) -> dict:
+        """The values of ``records`` as arrays (``codes``: their reason codes, if known);
+        raises if a record lacks one or has a bad one."""
         return {
             "inputs": np.array([FEATURE_VALUES(r["inputs"]) for r in records], "float64"),
             "probability": np.array([r["probability"] for r in records], "float64"),
             "prediction": np.array([r["prediction"] for r in records], "int64"),
             "score": np.array([r["score"] for r in records], "float64"),
             "day": [r["timestamp"][:10] for r in records],
-            "codes": [reason["code"] for r in records for reason in r["reasons"]],
+            "codes": [reason["code"] for r in records for reason in r["reasons"]]
+            if codes is None
+            else codes,
         }
 
     def _add(self, records: list[dict], columns: dict) -> None:
@@ -147,6 +179,15 @@ class Tally:
             self.days[day] = self.days.get(day, 0) + row
 
 
+def tally_file(task: tuple) -> Tally:
+    """The tally of one log file (``task``: the file and :class:`Tally`'s arguments)."""
+    path, *arguments = task
+    tally = Tally(*arguments)
+    for block in line_blocks(path, tally):
+        tally.add_block(block)
+    return tally
+
+
 def measure_drift(
     directory: Path, profile: dict, version: str, since: date | None, until: date | None
 ) -> Tally:
@@ -155,9 +196,15 @@ def measure_drift(
     if not files:
         raise DriftError(f"no prediction log files (predictions-*.jsonl) in {directory}")
     tally = Tally(profile, version, since, until)
-    for path in files:
-        for lines in line_blocks(path, tally):
-            tally.add_lines(lines)
+    tasks = [(path, profile, version, since, until) for path in files]
+    workers = min(os.cpu_count() or 1, len(files))
+    if workers > 1:
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            for counted in pool.map(tally_file, tasks):
+                tally.merge(counted)
+    else:
+        tally.merge(tally_file(tasks[0]))
     window = f"between {tally.since or 'the start'} and {until or 'now'}"
     others = {v: n for v, n in sorted(tally.versions.items()) if v != version}
     if not tally.versions[version] and others:

@@ -6,6 +6,7 @@ everything the service reports about what it serves, the decision threshold incl
 from the registry. Nothing in the artifact decides how it is loaded: the file must be skops,
 match the SHA256 recorded at registration (``model_sha256``) and hold only the project's
 trusted types; :func:`load_served_model` checks the hash again before the service uses it.
+The training run's reference profile (drift reference) is copied along, its SHA256 recorded.
 """
 
 import json
@@ -21,7 +22,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from credit_risk.ml.contract import REASON_CODES_VERSION
 from credit_risk.ml.fingerprints import file_sha256
-from credit_risk.ml.model_file import load_model
 from credit_risk.ml.profile import read_profile
 from credit_risk.registry.lookups import production_version
 from credit_risk.registry.names import (
@@ -186,6 +186,8 @@ def verified_model_file(artifact: Path, served: ServedModel) -> Path:
             f"{where}: {MODEL_FILE} has SHA256 {digest}, but {served.model_sha256} was "
             "registered; the artifact was changed after registration: refusing"
         )
+    from credit_risk.ml.model_file import load_model  # skops and scikit-learn: slow to import
+
     try:
         load_model(model_file)
     except Exception as error:  # noqa: BLE001 - skops refuses untrusted types in many ways
@@ -225,6 +227,8 @@ def served_profile(model: bentoml.Model, served: ServedModel) -> dict:
 
 def load_served_model(model: bentoml.Model, served: ServedModel):
     """The imported model's sklearn Pipeline, its file checked once more."""
+    from credit_risk.ml.model_file import load_model
+
     return load_model(verify_model_file(model, served))
 
 
