@@ -9,11 +9,12 @@ from html import escape
 
 COLORS = {"stable": "#2e7d32", "watch": "#ef8f00", "significant": "#c62828"}
 REFERENCE, CURRENT = "#7a8ca3", "#f08a24"
-STYLE = """body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1180px}
+STYLE = """body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1240px}
 h1{margin-bottom:4px}table{border-collapse:collapse;margin:8px 0 20px}
 td,th{border-bottom:1px solid #ddd;padding:4px 10px;text-align:right}th{background:#f3f3f3}
 td:first-child,th:first-child{text-align:left}.grid{display:flex;flex-wrap:wrap;gap:18px}
-.card{border:1px solid #ddd;border-radius:6px;padding:8px 12px}.meta{color:#555}
+.card{border:1px solid #ddd;border-radius:6px;padding:8px 12px}.card h3{font-size:15px;max-width:560px}
+.meta{color:#555}
 .badge{color:#fff;border-radius:4px;padding:2px 8px;font-weight:600}
 svg text{font-size:11px;fill:#333}"""
 
@@ -34,13 +35,13 @@ def _svg(width: int, height: int, body: list[str]) -> str:
 
 
 def _text(x: float, y: float, text: str, anchor: str = "middle", rotate: bool = False) -> str:
-    turn = f' transform="rotate(-35 {x:.1f} {y:.1f})"' if rotate else ""
+    turn = f' transform="rotate(-50 {x:.1f} {y:.1f})"' if rotate else ""
     return f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}"{turn}>{escape(text)}</text>'
 
 
 def histogram(labels: list[str], reference: list[float], current: list[float]) -> str:
     """Reference and current shares per bin, side by side."""
-    width, height, left, top, bottom = 540, 250, 44, 22, 70
+    width, height, left, top, bottom = 560, 290, 64, 26, 104
     plot_w, plot_h = width - left - 10, height - top - bottom
     top_share = max(max(reference), max(current), 0.01) * 1.1
     step = plot_w / len(labels)
@@ -92,7 +93,7 @@ def psi_chart(rows: list[tuple[str, dict]], thresholds: dict) -> str:
 
 def daily_chart(daily: list[dict], key: str, reference: float) -> str:
     """One day's value per point, joined, with the reference value as a dashed line."""
-    width, height, left, top, bottom = 540, 220, 54, 16, 60
+    width, height, left, top, bottom = 540, 230, 64, 16, 74
     plot_w, plot_h = width - left - 14, height - top - bottom
     top_value = max([reference, *(day[key] for day in daily)]) * 1.2 or 1
     step = plot_w / max(len(daily), 1)
