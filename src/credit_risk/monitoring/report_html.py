@@ -13,8 +13,8 @@ STYLE = """body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-widt
 h1{margin-bottom:4px}table{border-collapse:collapse;margin:8px 0 20px}
 td,th{border-bottom:1px solid #ddd;padding:4px 10px;text-align:right}th{background:#f3f3f3}
 td:first-child,th:first-child{text-align:left}.grid{display:flex;flex-wrap:wrap;gap:18px}
-.card{border:1px solid #ddd;border-radius:6px;padding:8px 12px}.card h3{font-size:15px;max-width:560px}
-.meta{color:#555}
+.card{border:1px solid #ddd;border-radius:6px;padding:8px 12px}
+.card h3{font-size:15px;max-width:560px}.meta{color:#555}
 .badge{color:#fff;border-radius:4px;padding:2px 8px;font-weight:600}
 svg text{font-size:11px;fill:#333}"""
 
