@@ -2,6 +2,7 @@
 writer: PSI, bins (missing, 96/98 codes), date windows, torn and corrupt lines, wrong versions,
 the HTML page; and ``credit-risk drift``'s exit status against a BentoML store."""
 
+import gzip
 import hashlib
 import json
 import os
@@ -183,6 +184,16 @@ def test_torn_and_corrupt_lines_are_skipped_and_counted(tmp_path, applicants, pr
     path.write_bytes(b"".join(good[:10] + bad + good[10:]) + good[0][:40])  # torn last line
     tally = measure_drift(tmp_path, profile, "1", None, None)
     assert (tally.records, tally.corrupt) == (50, 5)
+
+
+def test_compressed_log_files_are_read_too(tmp_path, applicants, profile):
+    """The shipper may compress finished, shipped files (``CREDIT_RISK_SHIPPED_LOGS``)."""
+    log_rows(tmp_path, applicants.iloc[:30])
+    log_rows(tmp_path, applicants.iloc[30:70])
+    path = sorted(tmp_path.glob("predictions-*.jsonl"))[0]
+    path.with_name(f"{path.name}.gz").write_bytes(gzip.compress(path.read_bytes()))
+    path.unlink()
+    assert measure_drift(tmp_path, profile, "1", None, None).records == 70
 
 
 def test_a_log_of_another_version_is_refused_naming_it(tmp_path, applicants, profile):
