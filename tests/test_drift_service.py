@@ -95,7 +95,9 @@ def test_unseen_real_applicants_give_a_stable_report(real_project, unseen, stabl
         name: r["psi"] for name, r in report["features"].items()
     }
     assert report["probability"]["psi"] < 0.1
-    print(f"unseen Kaggle applicants: {result.stdout.strip()}")
+    psi = {name: r["psi"] for name, r in [*report["features"].items(), ("probability", report[
+        "probability"]), ("score", report["score"])]}  # fmt: skip
+    print(f"unseen Kaggle applicants: {result.stdout.strip()}\nPSI: {psi}")
 
 
 def test_the_serving_run_holds_the_psi_metrics_and_the_report(real_project, stable):
