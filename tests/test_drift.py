@@ -210,20 +210,22 @@ def test_no_log_files_is_an_error(tmp_path, profile):
         measure_drift(tmp_path / "absent", profile, "1", None, None)
 
 
-def bentoml_store(folder: Path, profile: dict) -> dict:
-    """An environment whose BentoML store holds a model of version 1 with ``profile``, as
-    ``credit-risk import`` makes it (model file aside), and a project folder at ``folder``."""
+def bentoml_store(folder: Path, profile: dict | None) -> dict:
+    """An environment whose BentoML store holds a model of version 1 with ``profile`` (None:
+    imported from a run without one), as ``credit-risk import`` makes it (model file aside),
+    and a project folder at ``folder``."""
     (folder / "params.yaml").write_text((PROJECT / "params.yaml").read_text())
-    data = profile_bytes(profile)
+    data = profile_bytes(profile) if profile else b""
     script = f"""
 import bentoml
 from credit_risk.serving.release import *
 served = ServedModel(model_name=BENTO_MODEL, model_version="1", model_stage="Production",
     alias="production", run_id="run", dataset_hash="", model_sha256="", decision_threshold=0.3,
     score_scale={{}}, reason_codes_version=1, metrics={{}}, trained_at="", imported_at="",
-    tracking_uri="", reference_profile_sha256="{hashlib.sha256(data).hexdigest()}")
+    tracking_uri="", reference_profile_sha256="{hashlib.sha256(data).hexdigest() if data else ""}")
 with bentoml.models.create(BENTO_MODEL, metadata={{SERVED_MODEL_KEY: served.model_dump()}}) as m:
-    open(m.path_of(PROFILE_FILE), "wb").write({data!r})
+    if {bool(data)}:
+        open(m.path_of(PROFILE_FILE), "wb").write({data!r})
 """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "CREDIT_RISK"))}
     env |= {"BENTOML_HOME": str(folder / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
@@ -262,3 +264,13 @@ def test_command_exit_status_and_one_line_errors(tmp_path, applicants, profile):
         assert failed.returncode == 1 and failed.stderr.startswith("drift: error: ")
         assert message in failed.stderr and failed.stderr.count("\n") == 1
     assert drift("log", "--since", "yesterday").returncode == 2
+
+
+def test_a_model_imported_without_a_profile_is_named(tmp_path, applicants):
+    env = bentoml_store(tmp_path, None)
+    log_rows(tmp_path / "log", applicants.iloc[:10])
+    command = [CREDIT_RISK, "drift", "log"]
+    result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "(credit-risk-model version 1) has no reference profile" in result.stderr
+    assert "run `dvc repro`" in result.stderr and result.stderr.count("\n") == 1
