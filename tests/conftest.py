@@ -87,21 +87,24 @@ def project_repo(tmp_path: Path) -> Path:
     return make_project_repo(tmp_path / "project")
 
 
-def make_project_folder(folder: Path) -> Path:
-    """A folder with the project's params and the synthetic data (no store, no git)."""
+def make_project_folder(folder: Path, data: Path = PROJECT / "data" / "gmsc-synthetic.csv") -> Path:
+    """A folder with the project's params and a copy of ``data`` (the synthetic data unless
+    told), no store, no git."""
     raw = folder / "data" / "raw.csv"
     raw.parent.mkdir(parents=True)
-    shutil.copy(PROJECT / "data" / "gmsc-synthetic.csv", raw)
+    shutil.copy(data, raw)
     params = (PROJECT / "params.yaml").read_text(encoding="utf-8")
     (folder / "params.yaml").write_text(params.replace("data/gmsc-synthetic.csv", "data/raw.csv"))
     return folder
 
 
-def make_served_project(folder: Path, **environment: str) -> tuple[Path, dict]:
-    """A project folder with a trained Production model in its own MLflow store (``mlflow.db``
-    unless ``MLFLOW_TRACKING_URI`` is given) imported into its own BentoML home; and the
-    environment using them."""
-    make_project_folder(folder)
+def make_served_project(
+    folder: Path, data: Path = PROJECT / "data" / "gmsc-synthetic.csv", **environment: str
+) -> tuple[Path, dict]:
+    """A project folder with a Production model trained on ``data`` in its own MLflow store
+    (``mlflow.db`` unless ``MLFLOW_TRACKING_URI`` is given) imported into its own BentoML home;
+    and the environment using them."""
+    make_project_folder(folder, data)
     defaults = {
         "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
         "BENTOML_HOME": str(folder / "bentoml"),

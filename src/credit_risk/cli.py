@@ -2,11 +2,14 @@
 
 An expected failure (bad settings, a missing file, MLflow trouble) prints one line on stderr
 and exits with status 1 (:func:`credit_risk.errors.errors_as_one_line`, as the DVC stages do).
+A subcommand may return another exit status (``drift``: 3 when the drift is significant).
 Subcommands import what they need when they run, so ``credit-risk --help`` is quick.
 """
 
 import argparse
 import json
+from datetime import date
+from pathlib import Path
 
 from credit_risk.errors import errors_as_one_line
 from credit_risk.serving.image import SERVICE_IMAGE
@@ -39,8 +42,19 @@ def status_command(args: argparse.Namespace) -> None:
     print(json.dumps(status, indent=2) if args.json else describe_status(status))
 
 
+def drift_command(args: argparse.Namespace) -> int:
+    from credit_risk.monitoring.report import drift_report
+    from credit_risk.serving.prediction_log import log_directory
+
+    message, exit_status = drift_report(
+        args.log_dir or log_directory(), args.since, args.until, args.output
+    )
+    print(message)
+    return exit_status
+
+
 def parser() -> argparse.ArgumentParser:
-    """The command line: ``credit-risk {import,containerize,promote,status}``."""
+    """The command line: ``credit-risk {import,containerize,promote,status,drift}``."""
     main_parser = argparse.ArgumentParser(
         prog="credit-risk", description="Credit-risk model registry and serving commands."
     )
@@ -70,6 +84,26 @@ def parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     status.set_defaults(handler=status_command)
+    drift = commands.add_parser(
+        "drift",
+        help="report how far the logged applicants and answers drifted from the served model's "
+        "training reference (exit 3 when significantly)",
+    )
+    drift.add_argument(
+        "log_dir", nargs="?", type=Path, metavar="LOG_DIR",
+        help="prediction log directory (default: $CREDIT_RISK_PREDICTION_LOG, else "
+        "monitoring/predictions, as the service resolves it)",
+    )  # fmt: skip
+    for option, which in (("--since", "first"), ("--until", "last")):
+        drift.add_argument(
+            option, type=date.fromisoformat, metavar="DATE",
+            help=f"{which} day (UTC, YYYY-MM-DD) of predictions to include (default: all)",
+        )  # fmt: skip
+    drift.add_argument(
+        "--output", type=Path, default=Path("reports/drift"), metavar="DIR",
+        help="where drift.html and drift.json go (default: %(default)s)",
+    )  # fmt: skip
+    drift.set_defaults(handler=drift_command)
     return main_parser
 
 
@@ -77,4 +111,6 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``credit-risk`` console script."""
     args = parser().parse_args(argv)
     with errors_as_one_line(args.command):
-        args.handler(args)
+        exit_status = args.handler(args)
+    if exit_status:
+        raise SystemExit(exit_status)

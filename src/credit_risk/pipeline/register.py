@@ -8,9 +8,10 @@ changed. That is why ``dvc repro`` runs it
 every time (see README).
 
 Its receipt, ``reports/registration.json``, records what it found or did. When the receipt
-is for this model fingerprint, serving tags and tracking URI, and the store is the embedded SQLite
-file unchanged since the receipt was written (same inode, size and modification time), the
-store cannot hold anything new: the stage reports the receipt without starting MLflow.
+is for this model fingerprint, reference profile, serving tags and tracking URI, and the store
+is the embedded SQLite file unchanged since the receipt was written (same inode, size and
+modification time), the store cannot hold anything new: the stage reports the receipt without
+starting MLflow. (A run logged before reference profiles existed gets the profile then.)
 """
 
 import json
@@ -18,9 +19,17 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
+from credit_risk.ml.fingerprints import file_sha256
 from credit_risk.ml.scorecard import ScoreScale
 from credit_risk.params import decision_threshold
-from credit_risk.pipeline.paths import METRICS, MODEL_INFO, RECEIPT, read_json, write_json
+from credit_risk.pipeline.paths import (
+    METRICS,
+    MODEL_INFO,
+    RECEIPT,
+    REFERENCE_PROFILE,
+    read_json,
+    write_json,
+)
 from credit_risk.registry.names import MODEL_NAME, TAG_SCORE_SCALE, TAG_SERVE_THRESHOLD
 from credit_risk.registry.store import embedded_tracking_uri, project_root, redact, tracking_uri
 
@@ -35,10 +44,12 @@ def register(params: dict) -> str:
     root = project_root()
     fingerprint = read_json(MODEL_INFO)["model_fingerprint"]
     uri = tracking_uri(root)
+    profile = file_sha256(REFERENCE_PROFILE)
     receipt = _unchanged_receipt(root, uri, fingerprint, tags)
-    if receipt is None:
+    if receipt is None or receipt.get("reference_profile_sha256") != profile:
         receipt = _register_in_mlflow(params, root, fingerprint, tags)
         receipt["embedded_store_file"] = _embedded_store_file(root, uri)
+        receipt["reference_profile_sha256"] = profile
         write_json(RECEIPT, receipt)
         checked = ""
     else:
@@ -71,7 +82,11 @@ def _register_in_mlflow(params: dict, root: Path, fingerprint: str, tags: dict) 
     )
     from credit_risk.registry.names import TAG_GATE_DECISION, TAG_GATE_REASON
     from credit_risk.registry.promotion import PROMOTED, gate, promote, record_decision
-    from credit_risk.registry.registration import log_training_run, register_version
+    from credit_risk.registry.registration import (
+        ensure_reference_profile,
+        log_training_run,
+        register_version,
+    )
     from credit_risk.registry.registration_lock import registration_lock
     from credit_risk.registry.store import configure_tracking, tracking_errors
 
@@ -82,6 +97,7 @@ def _register_in_mlflow(params: dict, root: Path, fingerprint: str, tags: dict) 
         run_id = find_training_run(client, experiment, fingerprint) or log_training_run(
             params, experiment
         )
+        ensure_reference_profile(client, run_id)
         version = find_version(client, run_id) or register_version(client, run_id)
         for name, value in tags.items():
             if version.tags.get(name) != value:

@@ -1,4 +1,5 @@
-"""Stage ``train``: fit the model Pipeline on the train split, evaluate it on the test split."""
+"""Stage ``train``: fit the model Pipeline on the train split, evaluate it on the test split,
+profile the training applicants and the model's answers on them (the drift reference)."""
 
 from threadpoolctl import threadpool_limits
 
@@ -7,17 +8,30 @@ from credit_risk.ml.evaluation import classification_metrics, curves
 from credit_risk.ml.fingerprints import model_fingerprint
 from credit_risk.ml.model import build_model, predict_default_probability
 from credit_risk.ml.model_file import save_model
-from credit_risk.pipeline.paths import METRICS, MODEL, MODEL_INFO, PLOTS, read_splits, write_json
+from credit_risk.ml.profile import build_profile, profile_bytes
+from credit_risk.ml.scorecard import ScoreScale, assess
+from credit_risk.pipeline.paths import (
+    METRICS,
+    MODEL,
+    MODEL_INFO,
+    PLOTS,
+    REFERENCE_PROFILE,
+    read_splits,
+    write_json,
+)
 
 
 def train(params: dict) -> str:
-    """Fit, save the model and its fingerprint, write metrics and plot data."""
+    """Fit, save the model and its fingerprint, write metrics, plot data and the profile."""
     settings = params["train"]
     train_rows, test_rows = read_splits()
     model = build_model(settings)
     with threadpool_limits(limits=int(settings["threads"])):
         model.fit(train_rows.loc[:, FEATURE_NAMES], train_rows[TARGET])
     probability = predict_default_probability(model, test_rows.loc[:, FEATURE_NAMES])
+    features = train_rows.loc[:, FEATURE_NAMES]
+    scale = ScoreScale.from_params(params["score"])
+    answers = assess(model, features.to_numpy("float64"), scale)
 
     save_model(model, MODEL)
     fingerprint = model_fingerprint(probability)
@@ -27,6 +41,7 @@ def train(params: dict) -> str:
     write_json(METRICS, metrics)
     for name, records in curves(labels, probability, bins).items():
         write_json(PLOTS / f"{name}.json", records)
+    REFERENCE_PROFILE.write_bytes(profile_bytes(build_profile(features, *answers)))
     return (
         f"{settings['model']}: test ROC AUC {metrics['roc_auc']:.4f}, "
         f"calibration error {metrics['calibration_error']:.4f}"

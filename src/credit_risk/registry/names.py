@@ -7,6 +7,8 @@ PRODUCTION_STAGE = "Production"
 ARCHIVED_STAGE = "Archived"
 MODEL_ARTIFACT = "model"
 """The logged model's name within its run."""
+PROFILE_ARTIFACT = "reference_profile.json"
+"""The training run's reference profile (:mod:`credit_risk.ml.profile`), in the run's root."""
 
 # Tags on training runs (the first three are copied onto their registry versions).
 TAG_DATASET_HASH = "dataset_hash"

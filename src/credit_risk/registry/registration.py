@@ -25,6 +25,7 @@ from credit_risk.pipeline.paths import (
     MODEL,
     MODEL_INFO,
     PLOTS,
+    REFERENCE_PROFILE,
     SPLIT_COLUMN,
     read_json,
     read_splits,
@@ -32,6 +33,7 @@ from credit_risk.pipeline.paths import (
 from credit_risk.registry.names import (
     MODEL_ARTIFACT,
     MODEL_NAME,
+    PROFILE_ARTIFACT,
     TAG_DATASET_HASH,
     TAG_MODEL_FINGERPRINT,
     TAG_MODEL_SHA256,
@@ -70,6 +72,7 @@ def log_training_run(params: dict, experiment_id: str) -> str:
             )
             mlflow.log_input(training_data, context="training")
         mlflow.log_dict(dataset, "dataset_fingerprint.json")
+        mlflow.log_artifact(str(REFERENCE_PROFILE))
         for path in sorted(PLOTS.glob("*.json")):
             mlflow.log_artifact(str(path), artifact_path="plots")
         model_info = Model.log(
@@ -105,6 +108,12 @@ class SklearnFlavorWithModelFile:
         mlflow.sklearn.save_model(path=path, **kwargs)
         written = Model.load(path).flavors["sklearn"]["pickled_model"]
         shutil.copyfile(self.model_file, Path(path) / written)
+
+
+def ensure_reference_profile(client: MlflowClient, run_id: str) -> None:
+    """Log the reference profile to a run logged before profiles existed (same model)."""
+    if PROFILE_ARTIFACT not in {artifact.path for artifact in client.list_artifacts(run_id)}:
+        client.log_artifact(run_id, str(REFERENCE_PROFILE))
 
 
 def register_version(client: MlflowClient, run_id: str) -> ModelVersion:

@@ -6,6 +6,7 @@ everything the service reports about what it serves, the decision threshold incl
 from the registry. Nothing in the artifact decides how it is loaded: the file must be skops,
 match the SHA256 recorded at registration (``model_sha256``) and hold only the project's
 trusted types; :func:`load_served_model` checks the hash again before the service uses it.
+The training run's reference profile (drift reference) is copied along, its SHA256 recorded.
 """
 
 import json
@@ -21,12 +22,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from credit_risk.ml.contract import REASON_CODES_VERSION
 from credit_risk.ml.fingerprints import file_sha256
-from credit_risk.ml.model_file import load_model
+from credit_risk.ml.profile import read_profile
 from credit_risk.registry.lookups import production_version
 from credit_risk.registry.names import (
     MODEL_NAME,
     PRODUCTION_ALIAS,
     PRODUCTION_STAGE,
+    PROFILE_ARTIFACT,
     TAG_DATASET_HASH,
     TAG_MODEL_SHA256,
     TAG_SCORE_SCALE,
@@ -40,6 +42,8 @@ SERVED_MODEL_KEY = "served_model"
 """The BentoML model's metadata key holding the :class:`ServedModel` record."""
 MODEL_FILE = "model.skops"
 """The model file, in the MLflow artifact and in the BentoML model."""
+PROFILE_FILE = PROFILE_ARTIFACT
+"""The reference profile of the training run, in the BentoML model (when the run has one)."""
 
 
 class ServedModel(BaseModel):
@@ -63,6 +67,9 @@ class ServedModel(BaseModel):
     imported_at: str
     tracking_uri: str
     """Where it was imported from, with any password redacted."""
+    reference_profile_sha256: str = ""
+    """SHA256 of the BentoML model's reference profile; empty if its run has none (logged
+    before profiles existed)."""
 
     @classmethod
     def of(cls, model: bentoml.Model) -> "ServedModel":
@@ -110,6 +117,7 @@ def import_production() -> str:
                     f"{tag} tag; run `dvc repro` (its register stage sets it)"
                 )
         run = client.get_run(version.run_id)
+        artifacts = {artifact.path for artifact in client.list_artifacts(version.run_id)}
     served = ServedModel(
         model_name=MODEL_NAME,
         model_version=str(version.version),
@@ -126,13 +134,20 @@ def import_production() -> str:
         imported_at=datetime.now(UTC).isoformat(),
         tracking_uri=redact(uri),
     )
-    current = latest_import()
-    if current is not None and _same_release(current, served):
-        return f"{current.tag} is already {MODEL_NAME} version {version.version} (Production)"
     with tempfile.TemporaryDirectory() as folder:
+        profile = None
+        if PROFILE_ARTIFACT in artifacts:
+            with tracking_errors(uri):
+                profile = Path(download_artifacts(run_id=version.run_id,
+                    artifact_path=PROFILE_ARTIFACT, dst_path=f"{folder}/profile"))  # fmt: skip
+            read_profile(profile)
+            served = served.model_copy(update={"reference_profile_sha256": file_sha256(profile)})
+        current = latest_import()
+        if current is not None and _same_release(current, served):
+            return f"{current.tag} is already {MODEL_NAME} version {version.version} (Production)"
         with tracking_errors(uri):
             artifact = download_artifacts(
-                f"models:/{MODEL_NAME}/{version.version}", dst_path=folder
+                f"models:/{MODEL_NAME}/{version.version}", dst_path=f"{folder}/model"
             )
         model_file = verified_model_file(Path(artifact), served)
         with bentoml.models.create(
@@ -141,6 +156,8 @@ def import_production() -> str:
             metadata={SERVED_MODEL_KEY: served.model_dump()},
         ) as model:
             shutil.copyfile(model_file, model.path_of(MODEL_FILE))
+            if profile is not None:
+                shutil.copyfile(profile, model.path_of(PROFILE_FILE))
     return (
         f"imported {MODEL_NAME} version {version.version} (Production) from {redact(uri)} "
         f"as {model.tag}"
@@ -169,6 +186,8 @@ def verified_model_file(artifact: Path, served: ServedModel) -> Path:
             f"{where}: {MODEL_FILE} has SHA256 {digest}, but {served.model_sha256} was "
             "registered; the artifact was changed after registration: refusing"
         )
+    from credit_risk.ml.model_file import load_model  # skops and scikit-learn: slow to import
+
     try:
         load_model(model_file)
     except Exception as error:  # noqa: BLE001 - skops refuses untrusted types in many ways
@@ -188,8 +207,28 @@ def verify_model_file(model: bentoml.Model, served: ServedModel) -> Path:
     return path
 
 
+def served_profile(model: bentoml.Model, served: ServedModel) -> dict:
+    """The imported model's reference profile, once its SHA256 is the one recorded at import."""
+    if not served.reference_profile_sha256:
+        raise ValueError(
+            f"BentoML model {model.tag} ({MODEL_NAME} version {served.model_version}) has no "
+            "reference profile: its training run was logged before profiles existed; run "
+            "`dvc repro` (it adds the profile to the run), then `credit-risk import`"
+        )
+    path = Path(model.path_of(PROFILE_FILE))
+    digest = file_sha256(path) if path.is_file() else "absent"
+    if digest != served.reference_profile_sha256:
+        raise ValueError(
+            f"BentoML model {model.tag}: {path} has SHA256 {digest}, but "
+            f"{served.reference_profile_sha256} was imported: refusing to use it"
+        )
+    return read_profile(path)
+
+
 def load_served_model(model: bentoml.Model, served: ServedModel):
     """The imported model's sklearn Pipeline, its file checked once more."""
+    from credit_risk.ml.model_file import load_model
+
     return load_model(verify_model_file(model, served))
 
 
@@ -206,5 +245,6 @@ def _same_release(model: bentoml.Model, candidate: ServedModel) -> bool:
         "score_scale",
         "reason_codes_version",
         "tracking_uri",
+        "reference_profile_sha256",
     )
     return all(getattr(current, name) == getattr(candidate, name) for name in fields)

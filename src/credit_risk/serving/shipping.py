@@ -180,26 +180,11 @@ class Shipper(threading.Thread):
         client.log_batch(run_id, metrics=[Metric(k, v, now, total) for k, v in metrics.items()])
 
     def _serving_run(self, client, state: dict, version: str) -> str:
-        """The run ``serving-v<version>`` in this store; of runs created at once, the oldest."""
-        from credit_risk.registry.lookups import get_or_create_experiment
-
+        """The run ``serving-v<version>`` in this store, remembered in the state."""
         key = f"{redact(self.uri)}#{version}"
-        if key in state["runs"]:
-            return state["runs"][key]
-        experiment = get_or_create_experiment(client, self.uri, project_root())
-        tags = {TAG_SERVING_MODEL_NAME: MODEL_NAME, TAG_SERVING_MODEL_VERSION: version}
-        query = " and ".join(f"tags.{key} = '{value}'" for key, value in tags.items())
-        order = ["attributes.start_time ASC", "attributes.run_id ASC"]
-        runs = client.search_runs([experiment], filter_string=query, order_by=order)
-        if not runs:
-            created = client.create_run(
-                experiment, run_name=f"serving-v{version}", tags=tags | self.run_tags
-            )
-            runs = client.search_runs([experiment], filter_string=query, order_by=order)
-            if runs[0].info.run_id != created.info.run_id:
-                client.delete_run(created.info.run_id)  # another shipper's run came first
-        state["runs"][key] = runs[0].info.run_id
-        return runs[0].info.run_id
+        if key not in state["runs"]:
+            state["runs"][key] = serving_run(client, self.uri, version, self.run_tags)
+        return state["runs"][key]
 
     def status(self, model_version: str) -> dict:
         """The shipping part of ``/health``."""
@@ -224,6 +209,25 @@ class Shipper(threading.Thread):
             "pending_bytes": written - sum(state["offsets"].values()),
             "retention": self.retention,
         }
+
+
+def serving_run(client, uri: str, version: str, run_tags: dict[str, str]) -> str:
+    """The id of the run ``serving-v<version>`` in the store at ``uri``, created (with
+    ``run_tags``) if there is none; of runs created at once, the oldest."""
+    from credit_risk.registry.lookups import get_or_create_experiment
+
+    experiment = get_or_create_experiment(client, uri, project_root())
+    tags = {TAG_SERVING_MODEL_NAME: MODEL_NAME, TAG_SERVING_MODEL_VERSION: version}
+    query = " and ".join(f"tags.{key} = '{value}'" for key, value in tags.items())
+    order = ["attributes.start_time ASC", "attributes.run_id ASC"]
+    runs = client.search_runs([experiment], filter_string=query, order_by=order)
+    if not runs:
+        name = f"serving-v{version}"
+        created = client.create_run(experiment, run_name=name, tags=tags | run_tags)
+        runs = client.search_runs([experiment], filter_string=query, order_by=order)
+        if runs[0].info.run_id != created.info.run_id:
+            client.delete_run(created.info.run_id)  # another process's run came first
+    return runs[0].info.run_id
 
 
 def _record(line: bytes) -> dict | None:

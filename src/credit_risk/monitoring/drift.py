@@ -1,0 +1,137 @@
+"""Drift of the served population: the prediction log measured against a reference profile.
+
+:func:`measure_drift` streams the log files, one file per core at a time, into counts
+(:mod:`credit_risk.monitoring.log_tally`), so memory does not grow with the log. Lines that
+are not prediction records (torn, corrupt) are skipped and counted; records of other model
+versions and outside the date window are counted, not used. The population stability
+index (PSI) of every feature, of the probability and of the score compares the shares of the
+reference's bins: ``sum((current - reference) * ln(current / reference))``, shares floored at
+:data:`EPSILON` so that an empty bin does not make it infinite.
+"""
+
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+from credit_risk.ml.contract import FEATURE_NAMES
+from credit_risk.ml.profile import reference_decline_rate
+from credit_risk.monitoring.log_tally import Tally, tally_file
+from credit_risk.serving.prediction_log import log_files
+
+EPSILON = 1e-4
+STATUSES = ("stable", "watch", "significant")
+
+
+class DriftError(ValueError):
+    """The log cannot be measured against the profile (nothing to read, wrong model version)."""
+
+
+def psi(reference, current) -> float:
+    """Population stability index of two distributions over the same bins (shares)."""
+    ref = np.maximum(np.asarray(reference, dtype="float64"), EPSILON)
+    cur = np.maximum(np.asarray(current, dtype="float64"), EPSILON)
+    return float(np.sum((cur - ref) * np.log(cur / ref)))
+
+
+def status(value: float, thresholds: dict) -> str:
+    """``stable`` below ``psi_watch``, ``significant`` above ``psi_significant``, else ``watch``."""
+    if value > thresholds["psi_significant"]:
+        return "significant"
+    return "watch" if value >= thresholds["psi_watch"] else "stable"
+
+
+def measure_drift(
+    directory: Path, profile: dict, version: str, since: date | None, until: date | None
+) -> Tally:
+    """Count the log files of ``directory`` against ``profile`` (model ``version``)."""
+    files = log_files(directory) if directory.is_dir() else []
+    if not files:
+        raise DriftError(f"no prediction log files (predictions-*.jsonl) in {directory}")
+    tally = Tally(profile, version, since, until)
+    tasks = [(path, profile, version, since, until) for path in files]
+    workers = min(os.cpu_count() or 1, len(files))
+    if workers > 1:
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            for counted in pool.map(tally_file, tasks):
+                tally.merge(counted)
+    else:
+        tally.merge(tally_file(tasks[0]))
+    window = f"between {tally.since or 'the start'} and {until or 'now'}"
+    others = {v: n for v, n in sorted(tally.versions.items()) if v != version}
+    if not tally.versions[version] and others:
+        listed = ", ".join(f"{v} ({n} records)" for v, n in others.items())
+        raise DriftError(
+            f"{directory}: the log holds predictions of model version {listed}, none of version "
+            f"{version}, whose reference profile is used"
+        )
+    if not tally.records:
+        found = sum(tally.versions.values())
+        raise DriftError(
+            f"{directory}: no predictions of model version {version} {window} ({found} "
+            f"records outside it, {tally.corrupt} corrupt lines)"
+        )
+    return tally
+
+
+def summary(tally: Tally, thresholds: dict, decision_threshold: float) -> dict:
+    """The machine-readable report (``drift.json``) of a tally."""
+    profile, n = tally.profile, tally.records
+
+    def compare(entry: dict, counts: np.ndarray) -> dict:
+        current = counts[: len(entry["proportions"])] / n
+        value = psi(entry["proportions"], current)
+        return {
+            "psi": round(value, 6),
+            "status": status(value, thresholds),
+            "bins": entry["labels"],
+            "reference": entry["proportions"],
+            "current": [round(float(share), 6) for share in current],
+        }
+
+    features = {
+        name: compare(entry, tally.features[i])
+        for i, (name, entry) in enumerate(zip(FEATURE_NAMES, tally.entries, strict=True))
+    }
+    compared = {"probability": compare(profile["probability"], tally.probability)}
+    compared["score"] = compare(profile["score"], tally.score)
+    worst = max((c["status"] for c in [*features.values(), *compared.values()]), key=STATUSES.index)
+    totals = sum(tally.days.values())
+    return {
+        "status": worst,
+        "records": n,
+        "skipped": {
+            "corrupt_lines": tally.corrupt,
+            "outside_window": tally.outside,
+            "other_model_versions": {v: c for v, c in tally.versions.items() if v != tally.version},
+        },
+        "thresholds": thresholds,
+        "features": features,
+        **compared,
+        "decline_rate": {
+            "threshold": decision_threshold,
+            "reference": round(reference_decline_rate(profile, decision_threshold), 6),
+            "current": round(float(totals[1] / n), 6),
+        },
+        "mean_probability": {
+            "reference": profile["probability"]["mean"],
+            "current": round(float(totals[2] / n), 6),
+        },
+        "daily": [
+            {
+                "day": day,
+                "predictions": int(row[0]),
+                "decline_rate": round(float(row[1] / row[0]), 6),
+                "mean_probability": round(float(row[2] / row[0]), 6),
+            }
+            for day, row in sorted(tally.days.items())
+        ],
+        "reasons": {
+            code: {"reference": share, "current": round(tally.reasons[code] / n, 6)}
+            for code, share in profile["reasons"].items()
+        },
+    }
