@@ -18,6 +18,7 @@ monthly debt as a ratio of it; ``NODEPENDENTS``), as are past-due counts reporte
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -147,9 +148,13 @@ FACTORS: list[tuple[ReasonCode, tuple]] = [
 _REASONS = [asdict(code) for code, _ in FACTORS]  # one dict per code, shared by every answer
 
 
-def assess(model, values: np.ndarray, scale: ScoreScale) -> tuple[list, list, list]:
+def assess(
+    model, values: np.ndarray, scale: ScoreScale, probability: Callable | None = None
+) -> tuple[list, list, list]:
     """Probabilities, scores and reason codes for the applicants ``values`` (rows in contract
-    order, NaN for missing), with one model call for the applicants and their changed copies.
+    order, NaN for missing), with one model call for the applicants and their changed copies:
+    ``probability(rows)`` (the model's P(default) computed faster, as
+    :class:`~credit_risk.ml.flat_trees.DefaultProbability` does) or the model's own.
 
     Where the model is monotone in a feature (``monotonic_cst`` of the Pipeline's last step),
     an applicant on the reference's side of it is not changed: that could only cost points.
@@ -163,7 +168,8 @@ def assess(model, values: np.ndarray, scale: ScoreScale) -> tuple[list, list, li
         change(copies)
         changed.append(copies)
         owners.append(rows)
-    probability = model.predict_proba(np.vstack(changed))[:, 1]
+    rows = np.vstack(changed)
+    probability = model.predict_proba(rows)[:, 1] if probability is None else probability(rows)
     raw = scale.raw_points(probability)
     count = len(values)
     lost = np.full((count, len(FACTORS)), -np.inf)

@@ -23,6 +23,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from credit_risk.ml.contract import FEATURE_NAMES, REASON_CODES
+from credit_risk.ml.flat_trees import DefaultProbability
 from credit_risk.ml.scorecard import ScoreScale, assess
 from credit_risk.registry.store import TrackingError
 from credit_risk.serving.batching import GroupCommit, ScoringError
@@ -91,6 +92,7 @@ class CreditRiskService:
         model = self.bento_model
         self.served = ServedModel.of(model)
         self.model = load_served_model(model, self.served)
+        self.default_probability = DefaultProbability(self.model)
         self.scale = ScoreScale(**self.served.score_scale)
         uri = serving_tracking_uri(in_bento=CreditRiskService.bento is not None)
         self.log = PredictionLog(log_directory())
@@ -134,7 +136,9 @@ class CreditRiskService:
         model fails on gets the exception, the others scored one by one so that only it fails."""
         values = np.array(list(map(FEATURE_VALUES, applicants)), dtype="float64")
         try:
-            assessed = list(zip(*assess(self.model, values, self.scale), strict=True))
+            assessed = list(
+                zip(*assess(self.model, values, self.scale, self.default_probability), strict=True)
+            )
         except Exception:  # noqa: BLE001 - find the applicant(s) the model cannot score
             assessed = [self._assess_one(row) for row in values]
         now = datetime.now(UTC).isoformat()
@@ -157,7 +161,9 @@ class CreditRiskService:
 
     def _assess_one(self, row: np.ndarray) -> tuple | Exception:
         try:
-            (probability,), (score,), (reasons,) = assess(self.model, row[np.newaxis], self.scale)
+            (probability,), (score,), (reasons,) = assess(
+                self.model, row[np.newaxis], self.scale, self.default_probability
+            )
         except Exception as error:  # noqa: BLE001 - this applicant's answer is the error
             return ScoringError(f"the model could not score this applicant: {error}")
         return probability, score, reasons
