@@ -1,13 +1,16 @@
 """Shared fixtures: the project copied into temporary git repositories, real MLflow servers."""
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -239,3 +242,30 @@ class Server:
         for process in processes:
             process.send_signal(sig)
         psutil.wait_procs(processes, timeout=30)
+
+
+@contextlib.contextmanager
+def hammering(url: str, body: dict, clients: int = 8) -> Iterator[list[str]]:
+    """``clients`` threads posting ``body`` to ``url``'s ``/predict`` until the block ends (or
+    the service goes away); yields the ids of the acknowledged predictions as they arrive."""
+    acknowledged, stop = [], threading.Event()
+
+    def hammer():
+        with httpx.Client(base_url=url, timeout=10) as client:
+            while not stop.is_set():
+                try:
+                    answer = client.post("/predict", json=body)
+                except httpx.HTTPError:
+                    return
+                if answer.status_code == 200:
+                    acknowledged.append(answer.json()["prediction_id"])
+
+    threads = [threading.Thread(target=hammer) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield acknowledged
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()

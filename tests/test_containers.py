@@ -9,7 +9,6 @@ where no container engine works.
 import hashlib
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ import httpx
 import mlflow
 import pytest
 import yaml
-from conftest import PROJECT, REAL_DATA, free_port, pipeline_env
+from conftest import PROJECT, REAL_DATA, free_port, hammering, pipeline_env
 from test_repository import hadolint_problems
 from test_service import SAMPLE, mlflow_records
 
@@ -258,26 +257,9 @@ def test_service_image_killed_under_load_loses_no_acknowledged_prediction(
                       CREDIT_RISK_SHIP_INTERVAL="3600")  # fmt: skip
     try:
         assert "credit-risk-model v1 Production" in verify(first.url)
-        acknowledged, stop = [], threading.Event()
-
-        def hammer():
-            with httpx.Client(base_url=first.url, timeout=10) as client:
-                while not stop.is_set():
-                    try:
-                        answer = client.post("/predict", json=SAMPLE)
-                    except httpx.HTTPError:
-                        return
-                    if answer.status_code == 200:
-                        acknowledged.append(answer.json()["prediction_id"])
-
-        threads = [threading.Thread(target=hammer) for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        wait_until(lambda: len(acknowledged) > 200, "200 acknowledged predictions", 120)
-        engine("kill", "--signal", "KILL", first.name)
-        stop.set()
-        for thread in threads:
-            thread.join()
+        with hammering(first.url, SAMPLE) as acknowledged:
+            wait_until(lambda: len(acknowledged) > 200, "200 acknowledged predictions", 120)
+            engine("kill", "--signal", "KILL", first.name)
         assert engine("inspect", "--format", "{{.State.Running}}", first.name).stdout.strip() in (
             "false", "False"
         )  # fmt: skip

@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +18,7 @@ import httpx
 import mlflow
 import pandas as pd
 import pytest
-from conftest import CREDIT_RISK, PROJECT, Server, free_port
+from conftest import CREDIT_RISK, PROJECT, Server, free_port, hammering
 
 from credit_risk.ml.contract import EXAMPLE_APPLICANT as SAMPLE
 from credit_risk.ml.contract import FEATURE_NAMES
@@ -329,29 +328,12 @@ def test_sigkill_under_load_loses_no_acknowledged_prediction(project, tmp_path):
     while "unreachable" not in str(shipping_error(server)):
         assert time.monotonic() < deadline, "shipping to a stopped MLflow did not fail"
         time.sleep(0.3)
-    acknowledged, stop = [], threading.Event()
-
-    def hammer():
-        with httpx.Client(base_url=server.url, timeout=10) as client:
-            while not stop.is_set():
-                try:
-                    answer = client.post("/predict", json=SAMPLE)
-                except httpx.HTTPError:
-                    return
-                if answer.status_code == 200:
-                    acknowledged.append(answer.json()["prediction_id"])
-
-    threads = [threading.Thread(target=hammer) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + 60  # kill mid-burst, once enough answers arrived
-    while len(acknowledged) <= 100 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    health = httpx.get(f"{server.url}/health").json()
-    server.stop(signal.SIGKILL)
-    stop.set()
-    for thread in threads:
-        thread.join()
+    with hammering(server.url, SAMPLE) as acknowledged:
+        deadline = time.monotonic() + 60  # kill mid-burst, once enough answers arrived
+        while len(acknowledged) <= 100 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        health = httpx.get(f"{server.url}/health").json()
+        server.stop(signal.SIGKILL)
     assert (
         health["status"] == "degraded"
         and "unreachable" in health["prediction_log"]["mlflow"]["error"]

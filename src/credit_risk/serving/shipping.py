@@ -134,32 +134,36 @@ class Shipper(threading.Thread):
                 state["offsets"][path.name] = offset + len(data)
                 save_state(self.directory, state)
             return False
-        records, bad = [], []
+        chunks: dict[str, _Chunk] = {}  # per model version
+        bad = []
         for line in complete.splitlines(keepends=True):
-            record = _record(line)
-            (records if record else bad).append((line, record))
+            fields = _record_fields(line)
+            if fields is None:
+                bad.append(line)
+            else:
+                version, prediction, probability = fields
+                if version not in chunks:
+                    chunks[version] = _Chunk()
+                chunks[version].add(line, prediction, probability)
         if bad:
-            quarantine(self.directory, path, b"".join(line for line, _ in bad), state)
+            quarantine(self.directory, path, b"".join(bad), state)
         end = offset + len(complete)
-        for version in sorted({record["model_version"] for _, record in records}):
-            chunk = [
-                (line, record) for line, record in records if record["model_version"] == version
-            ]
+        for version in sorted(chunks):
             run_id = self._serving_run(client, state, version)
-            self._upload(client, run_id, path, offset, end, chunk)
-            shipped.setdefault(run_id, []).extend(record["probability"] for _, record in chunk)
+            self._upload(client, run_id, path, offset, end, chunks[version])
+            shipped.setdefault(run_id, []).extend(chunks[version].probabilities)
         state["offsets"][path.name] = end
-        state["shipped"] += len(records)
+        state["shipped"] += sum(len(chunk.lines) for chunk in chunks.values())
         save_state(self.directory, state)
         return True
 
     @staticmethod
-    def _upload(client, run_id: str, path: Path, start: int, end: int, chunk) -> None:
+    def _upload(client, run_id: str, path: Path, start: int, end: int, chunk: "_Chunk") -> None:
         """One chunk as an artifact named after its log file, byte range and counts."""
-        positives = sum(record["prediction"] for _, record in chunk)
-        name = f"{path.stem}-{start:012d}-{end:012d}-{len(chunk)}r-{positives}p.jsonl"
+        records, positives = len(chunk.lines), chunk.positives
+        name = f"{path.stem}-{start:012d}-{end:012d}-{records}r-{positives}p.jsonl"
         with tempfile.TemporaryDirectory() as folder:
-            (Path(folder) / name).write_bytes(b"".join(line for line, _ in chunk))
+            (Path(folder) / name).write_bytes(b"".join(chunk.lines))
             client.log_artifact(run_id, str(Path(folder) / name), artifact_path=ARTIFACT_DIR)
 
     @staticmethod
@@ -230,19 +234,36 @@ def serving_run(client, uri: str, version: str, run_tags: dict[str, str]) -> str
     return runs[0].info.run_id
 
 
-def _record(line: bytes) -> dict | None:
-    """The prediction record on ``line``, or None if it is not one."""
+class _Chunk:
+    """One model version's lines of a shipment, with what the run's metrics need."""
+
+    def __init__(self):
+        self.lines: list[bytes] = []
+        self.probabilities: list[float] = []
+        self.positives = 0
+
+    def add(self, line: bytes, prediction: int, probability: float) -> None:
+        self.lines.append(line)
+        self.probabilities.append(probability)
+        self.positives += prediction
+
+
+def _record_fields(line: bytes) -> tuple[str, int, float] | None:
+    """(model version, prediction, probability) of the prediction record on ``line``, or None
+    if it is not one. Only these are kept: a round's records, held whole, would be hundreds
+    of thousands of objects for the garbage collector to walk while the service answers."""
     try:
         record = orjson.loads(line)
+        fields = (record["model_version"], record["prediction"], record["probability"])
         valid = (
-            isinstance(record["model_version"], str)
+            isinstance(fields[0], str)
             and isinstance(record["prediction_id"], str)
-            and record["prediction"] in (0, 1)
-            and isinstance(record["probability"], float)
+            and fields[1] in (0, 1)
+            and isinstance(fields[2], float)
         )
     except (orjson.JSONDecodeError, KeyError, TypeError):
         return None
-    return record if valid else None
+    return fields if valid else None
 
 
 def _now() -> str:
