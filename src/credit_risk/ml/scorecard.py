@@ -149,11 +149,11 @@ _REASONS = [asdict(code) for code, _ in FACTORS]  # one dict per code, shared by
 
 
 def assess(
-    model, values: np.ndarray, scale: ScoreScale, probability: Callable | None = None
+    model, values: np.ndarray, scale: ScoreScale, default_probability: Callable | None = None
 ) -> tuple[list, list, list]:
     """Probabilities, scores and reason codes for the applicants ``values`` (rows in contract
     order, NaN for missing), with one model call for the applicants and their changed copies:
-    ``probability(rows)`` (the model's P(default) computed faster, as
+    ``default_probability(rows)`` (the model's P(default) computed faster, as
     :class:`~credit_risk.ml.flat_trees.DefaultProbability` does) or the model's own.
 
     Where the model is monotone in a feature (``monotonic_cst`` of the Pipeline's last step),
@@ -168,9 +168,12 @@ def assess(
         change(copies)
         changed.append(copies)
         owners.append(rows)
-    rows = np.vstack(changed)
-    probability = model.predict_proba(rows)[:, 1] if probability is None else probability(rows)
-    raw = scale.raw_points(probability)
+    stacked = np.vstack(changed)
+    if default_probability is None:
+        probabilities = model.predict_proba(stacked)[:, 1]
+    else:
+        probabilities = default_probability(stacked)
+    raw = scale.raw_points(probabilities)
     count = len(values)
     lost = np.full((count, len(FACTORS)), -np.inf)
     start = count
@@ -182,5 +185,5 @@ def assess(
         [_REASONS[f] for f in order if lost[i, f] >= MIN_REASON_POINTS]
         for i, order in enumerate(strongest.tolist())
     ]
-    first = probability[:count]
+    first = probabilities[:count]
     return first.tolist(), scale.points(first).tolist(), reasons
