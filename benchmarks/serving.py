@@ -11,6 +11,8 @@ It trains the model with the project's stage scripts into a temporary folder and
 a temporary BentoML home and serves it as a user would: prediction log on, shipping to that
 temporary store on (every ``--ship-interval`` s). Nothing of the project's stores is touched.
 Both servers are driven by the same closed-loop client, ``wrk`` with keep-alive connections.
+A soak measures ``mlflow models serve`` for one interval before it and one after it: a machine
+that slowed down meanwhile (other load, a throttled CPU) shows in the peer's figures too.
 """
 
 import argparse
@@ -160,30 +162,13 @@ def main() -> None:
         "CREDIT_RISK_PREDICTION_LOG": str(work / "predictions"),
         "CREDIT_RISK_SHIP_INTERVAL": str(args.ship_interval),
     }
-    bento_port, mlflow_port = free_port(), free_port()
-    bento_url, mlflow_url = f"http://127.0.0.1:{bento_port}", f"http://127.0.0.1:{mlflow_port}"
-    values = [[EXAMPLE_APPLICANT[name] for name in FEATURE_NAMES]]
-    frame = {"dataframe_split": {"columns": list(FEATURE_NAMES), "data": values}}
+    bento_port = free_port()
+    bento_url = f"http://127.0.0.1:{bento_port}"
     interval = args.report_every if args.soak else args.duration
+    batch = None if args.soak else distinct_applicants(args.rows)
 
     print(f"load average at start {os.getloadavg()}", flush=True)
-    mlflow = start(
-        ["mlflow", "models", "serve", "-m", "models:/credit-risk-model@production"]
-        + ["--env-manager", "local", "-p", str(mlflow_port), "--host", "127.0.0.1"],
-        env,
-        work / "mlflow.log",
-        f"{mlflow_url}/ping",
-    )
-    try:
-        wrk(f"{mlflow_url}/invocations", frame, args, 2, args.concurrency, work)  # warm-up
-        theirs = wrk(f"{mlflow_url}/invocations", frame, args, interval, args.concurrency, work)
-        batch = distinct_applicants(args.rows)
-        if not args.soak:
-            rows = [[applicant[name] for name in FEATURE_NAMES] for applicant in batch]
-            many = {"dataframe_split": {"columns": list(FEATURE_NAMES), "data": rows}}
-            their_batch = wrk(f"{mlflow_url}/invocations", many, args, args.duration, 1, work)
-    finally:
-        stop(mlflow)
+    theirs, their_batch = measure_mlflow(env, work, args, interval, batch)
     bento = start(
         ["bentoml", "serve", SERVICE, "--port", str(bento_port)],
         bento_env,
@@ -193,7 +178,7 @@ def main() -> None:
     try:
         wrk(f"{bento_url}/predict", EXAMPLE_APPLICANT, args, 2, args.concurrency, work)
         if args.soak:
-            soak(bento, bento_url, theirs, args, work)
+            last = soak(bento, bento_url, theirs, args, work)
         else:
             ours = wrk(
                 f"{bento_url}/predict", EXAMPLE_APPLICANT, args, interval, args.concurrency, work
@@ -204,6 +189,11 @@ def main() -> None:
     finally:
         stop(bento)
     if args.soak:
+        # The machine's own drift: the peer measured again, after the soak.
+        after, _ = measure_mlflow(env, work, args, interval, None)
+        print(line("mlflow models serve", after) + "  (one interval, after the soak)")
+        print(f"  last interval {last['rps'] / after['rps']:.1f}x mlflow after the soak")
+        print(f"load average at end {os.getloadavg()}")
         return
     print(f"wrk -t{args.wrk_threads}; load average at end {os.getloadavg()}")
     print(f"single applicant, concurrency {args.concurrency}, {args.duration:g} s:")
@@ -218,14 +208,41 @@ def main() -> None:
     print(f"  ratio {our_batch['rps'] / their_batch['rps']:.1f}x rows/s")
 
 
-def soak(bento: subprocess.Popen, url: str, theirs: dict, args, work: Path) -> None:
-    """``/predict`` for ``args.soak`` seconds, one report line per interval."""
+def measure_mlflow(env: dict, work: Path, args, duration: float, batch: list[dict] | None):
+    """``mlflow models serve`` on the Production model: one applicant per request for
+    ``duration`` s, then ``batch`` (if any) per request; the server is stopped after."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    values = [[EXAMPLE_APPLICANT[name] for name in FEATURE_NAMES]]
+    frame = {"dataframe_split": {"columns": list(FEATURE_NAMES), "data": values}}
+    mlflow = start(
+        ["mlflow", "models", "serve", "-m", "models:/credit-risk-model@production"]
+        + ["--env-manager", "local", "-p", str(port), "--host", "127.0.0.1"],
+        env,
+        work / "mlflow.log",
+        f"{url}/ping",
+    )
+    try:
+        wrk(f"{url}/invocations", frame, args, 2, args.concurrency, work)  # warm-up
+        single = wrk(f"{url}/invocations", frame, args, duration, args.concurrency, work)
+        if batch is None:
+            return single, None
+        rows = [[applicant[name] for name in FEATURE_NAMES] for applicant in batch]
+        many = {"dataframe_split": {"columns": list(FEATURE_NAMES), "data": rows}}
+        return single, wrk(f"{url}/invocations", many, args, args.duration, 1, work)
+    finally:
+        stop(mlflow)
+
+
+def soak(bento: subprocess.Popen, url: str, theirs: dict, args, work: Path) -> dict:
+    """``/predict`` for ``args.soak`` seconds, one report line per interval; the last one."""
     print(
         f"soak: /predict, concurrency {args.concurrency}, wrk -t{args.wrk_threads}, "
         f"{args.report_every:g} s intervals; shipping every {args.ship_interval:g} s"
     )
     print(line("mlflow models serve", theirs) + "  (one interval, before the soak)")
-    first, started = None, time.monotonic()
+    first = result = None
+    started = time.monotonic()
     for number in range(int(args.soak // args.report_every)):
         result = wrk(
             f"{url}/predict", EXAMPLE_APPLICANT, args, args.report_every, args.concurrency, work
@@ -238,7 +255,7 @@ def soak(bento: subprocess.Popen, url: str, theirs: dict, args, work: Path) -> N
             f"mlflow, worker RSS {worker_rss_mb(bento):6.1f} MB",
             flush=True,
         )
-    print(f"load average at end {os.getloadavg()}")
+    return result
 
 
 if __name__ == "__main__":
