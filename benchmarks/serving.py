@@ -111,10 +111,13 @@ def stop(process: subprocess.Popen) -> None:
     psutil.wait_procs(processes, timeout=30)
 
 
-def worker_rss_mb(process: subprocess.Popen) -> float:
-    """The resident memory of the server's largest process (its worker), in MB."""
-    family = [psutil.Process(process.pid), *psutil.Process(process.pid).children(True)]
-    return max(member.memory_info().rss for member in family) / 1e6
+def resident_mb(process: subprocess.Popen) -> tuple[float, float]:
+    """Resident memory in MB of the server's worker (its largest child process) and of the
+    worker's own children (the prediction log's shipping process)."""
+    worker = max(psutil.Process(process.pid).children(), key=lambda p: p.memory_info().rss)
+    return worker.memory_info().rss / 1e6, sum(
+        child.memory_info().rss for child in worker.children()
+    ) / 1e6
 
 
 def wrk(url: str, body: dict, args, duration: float, connections: int, work: Path) -> dict:
@@ -249,10 +252,11 @@ def soak(bento: subprocess.Popen, url: str, theirs: dict, args, work: Path) -> d
         )
         first = first or result
         elapsed = time.monotonic() - started
+        worker, shipping = resident_mb(bento)
         print(
             f"{line(f'{number + 1:2d} at {elapsed:5.0f} s', result)}  "
             f"{result['rps'] / first['rps']:4.0%} of first, {result['rps'] / theirs['rps']:.1f}x "
-            f"mlflow, worker RSS {worker_rss_mb(bento):6.1f} MB",
+            f"mlflow, RSS worker {worker:5.1f} MB, shipping {shipping:5.1f} MB",
             flush=True,
         )
     return result

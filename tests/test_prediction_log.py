@@ -1,8 +1,9 @@
 """The prediction log and its shipping under real faults: a file-size limit, a full disk,
 corrupt lines and state, several writers, model upgrades, another tracking store, retention.
 
-The shipper runs in this process against a real ``mlflow server``; the faults are real (an
-``RLIMIT_FSIZE`` in a child process, a full tmpfs mounted for the test).
+The shipper runs in this process or, as in the service, in its shipping process, against a
+real ``mlflow server``; the faults are real (an ``RLIMIT_FSIZE`` in a child process, a full
+tmpfs mounted for the test, ``SIGKILL``).
 """
 
 import json
@@ -22,6 +23,7 @@ from mlflow import MlflowClient
 from credit_risk.ml.contract import EXAMPLE_APPLICANT
 from credit_risk.serving.prediction_log import PredictionLog, log_files, read_records
 from credit_risk.serving.shipping import Shipper
+from credit_risk.serving.shipping_process import ShipperProcess
 from credit_risk.serving.shipping_state import STATE_FILE, read_state
 
 
@@ -157,15 +159,76 @@ def test_the_shipper_survives_a_corrupt_state_file_and_says_so(tmp_path, trackin
     directory = tmp_path / "log"
     PredictionLog(directory).append(records(3))
     (directory / STATE_FILE).write_text("{not json")
-    shipper = Shipper(directory, tracking, {})
+    shipper = ShipperProcess(directory, tracking, {})
     shipper.start()
-    wait_for(lambda: shipper.status("1")["error"] is not None)
+    wait_for(lambda: shipper.status("1")["last_attempt"] is not None)  # a round failed
     status = shipper.status("1")
     assert status["alive"] and "corrupt" in status["error"] and not status["ok"]
+    assert "corrupt" in shipper.progress["error"]  # as the shipping process reported it
     (directory / STATE_FILE).unlink()  # the operator's fix
     wait_for(lambda: shipper.status("1")["shipped_records"] == 3)
     wait_for(lambda: shipper.status("1")["ok"])  # once the round that shipped them ended
     assert shipper.is_alive() and shipper.status("1")["shipped_records"] == 3
+
+
+@pytest.mark.slow
+def test_a_killed_shipping_process_is_started_again(tmp_path, tracking, monkeypatch):
+    monkeypatch.setenv("CREDIT_RISK_SHIP_INTERVAL", "0.2")
+    log = PredictionLog(tmp_path / "log")
+    log.append(records(2, version="40"))
+    shipper = ShipperProcess(log.directory, tracking, {"model_run_id": "r1"})
+    shipper.start()
+    wait_for(lambda: shipper.status("40")["shipped_records"] == 2)
+    assert shipper.status("40")["role"] == "shipping"
+    first = shipper.child
+    first.kill()
+    wait_for(lambda: "exited with status -9" in (shipper.status("40")["error"] or ""))
+    log.append(records(3, version="40", start=2))
+    wait_for(lambda: shipper.status("40")["shipped_records"] == 5, timeout=60)
+    assert shipper.is_alive() and shipper.child.pid != first.pid
+    run = MlflowClient(tracking).get_run(shipper.status("40")["run_id"])
+    assert run.data.tags["model_run_id"] == "r1"
+    assert shipped_totals(tracking, run.info.run_id)[0] == 5
+
+
+SUPERVISING_PARENT = """
+import sys, time
+from pathlib import Path
+from credit_risk.serving.shipping_process import ShipperProcess
+shipper = ShipperProcess(Path(sys.argv[1]), sys.argv[2], {})
+shipper.start()
+while not shipper.is_alive():
+    time.sleep(0.05)
+print(shipper.child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.slow
+def test_the_shipping_process_ends_with_its_service(tmp_path, tracking):
+    """SIGKILL of the process that started it: the shipping process exits too and lets go of
+    the log directory's lock, so the restarted service's shipper can take it."""
+    directory = tmp_path / "log"
+    PredictionLog(directory).append(records(1))
+    parent = subprocess.Popen(
+        [sys.executable, "-c", SUPERVISING_PARENT, str(directory), tracking],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    child = int(parent.stdout.readline())
+    wait_for(lambda: read_state(directory)["shipped"] == 1)
+    parent.kill()
+    parent.wait()
+    wait_for(lambda: not _running(child), timeout=10)
+    assert Shipper(directory, tracking, {})._take_lock()
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat_file:
+            return stat_file.read().split(") ")[1][0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
 
 
 @pytest.mark.slow

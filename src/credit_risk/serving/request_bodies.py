@@ -35,14 +35,9 @@ class RequestBodies:
             await JSONResponse({"error": message}, status_code=415)(scope, receive, send)
             return
         limit = MAX_BODY_BYTES.get(scope["path"], DEFAULT_MAX_BODY_BYTES)
-        too_large = JSONResponse(
-            {"error": f"the request body is larger than {limit} bytes, the limit of this route"},
-            status_code=413,
-            headers={"Connection": "close"},  # the server stops reading the rest of the body
-        )
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
-            await too_large(scope, receive, send)
+            await _too_large(limit)(scope, receive, send)
             return
         chunks, size = [], 0
         while True:
@@ -59,7 +54,7 @@ class RequestBodies:
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > limit:
-                await too_large(scope, receive, send)
+                await _too_large(limit)(scope, receive, send)
                 return
             if not message.get("more_body"):
                 break
@@ -74,3 +69,11 @@ class RequestBodies:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, receive_body, send)
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return JSONResponse(
+        {"error": f"the request body is larger than {limit} bytes, the limit of this route"},
+        status_code=413,
+        headers={"Connection": "close"},  # the server stops reading the rest of the body
+    )

@@ -6,7 +6,7 @@ Import the version the MLflow alias ``production`` points at, then serve it::
     bentoml serve                  # refuses to start if the registry says it is not Production
 
 The HTTP routes are in :mod:`credit_risk.serving.routes`; this class holds the verified model,
-the prediction log and its shipper, the registry guard and the scoring threads. Every
+the prediction log and its shipping process, the registry guard and the scoring threads. Every
 prediction is fsync'd to the prediction log before its response is sent.
 """
 
@@ -48,7 +48,7 @@ from credit_risk.serving.release import (
 )
 from credit_risk.serving.request_bodies import RequestBodies
 from credit_risk.serving.routes import app
-from credit_risk.serving.shipping import Shipper
+from credit_risk.serving.shipping_process import ShipperProcess
 
 FEATURE_VALUES = itemgetter(*FEATURE_NAMES)
 NO_TRACKING_STORE = "off: MLFLOW_TRACKING_URI is not set; predictions stay in the local log"
@@ -102,7 +102,7 @@ class CreditRiskService:
                 "model_run_id": self.served.run_id,
                 "dataset_hash": self.served.dataset_hash,
             }
-            self.shipper = Shipper(self.log.directory, uri, run_tags)
+            self.shipper = ShipperProcess(self.log.directory, uri, run_tags)
             self.shipper.start()
             self.guard = ProductionGuard(self.served, str(model.tag), uri, verified=False)
             self.guard.check_once()

@@ -1,4 +1,4 @@
-"""Shipping the prediction log to MLflow: a background thread that never dies.
+"""Shipping the prediction log to MLflow, round after round, never giving up.
 
 :class:`Shipper` copies the complete lines not yet shipped to the run ``serving-v<version>`` of
 the records' model version in the configured tracking store, in rounds: each chunk as an
@@ -10,7 +10,8 @@ directories (replicas, restarts) shipping to one run. Lines that are not records
 ``quarantine/`` and counted. Progress is ``shipped.json``, replaced atomically; a failed round
 (MLflow down, disk full) is retried next round, so nothing is lost. Only the process holding
 the directory's ``shipper.lock`` ships. Finished, fully shipped files are kept, compressed or
-deleted as ``CREDIT_RISK_SHIPPED_LOGS`` says.
+deleted as ``CREDIT_RISK_SHIPPED_LOGS`` says. The service runs it in a process of its own
+(:mod:`credit_risk.serving.shipping_process`).
 """
 
 import fcntl
@@ -18,8 +19,8 @@ import os
 import re
 import statistics
 import tempfile
-import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -44,6 +45,7 @@ from credit_risk.serving.shipping_state import (
 SHIP_INTERVAL_ENV = "CREDIT_RISK_SHIP_INTERVAL"
 ARTIFACT_DIR = "predictions"
 MAX_SHIPMENT_BYTES = 8 * 1024 * 1024
+STANDBY = "standby (another process ships this log)"
 CHUNK_NAME = re.compile(
     r"^(?P<stem>.+)-(?P<start>\d{12})-(?P<end>\d{12})-(?P<records>\d+)r-(?P<positives>\d+)p\.jsonl$"
 )
@@ -66,11 +68,10 @@ def run_totals(artifact_names: list[str]) -> tuple[int, int]:
     return records, sum(int(match["positives"]) for match in longest.values())
 
 
-class Shipper(threading.Thread):
-    """Background thread shipping a log directory's new records to the tracking store."""
+class Shipper:
+    """Ships a log directory's new records to the tracking store, every ``interval`` s."""
 
     def __init__(self, directory: Path, uri: str, run_tags: dict[str, str]):
-        super().__init__(name="prediction-shipper", daemon=True)
         self.directory, self.uri, self.run_tags = directory, uri, run_tags
         self.interval = float(os.environ.get(SHIP_INTERVAL_ENV) or 30)
         self.retention = retention()
@@ -80,7 +81,9 @@ class Shipper(threading.Thread):
         self.last_success: str | None = None
         self._lock_file = None
 
-    def run(self) -> None:
+    def run(self, report: Callable[[dict], None]) -> None:
+        """Ship a round (if this process holds the directory's lock), ``report`` its
+        :meth:`progress`, sleep; forever. No failure stops it."""
         while True:
             try:
                 if self.shipping or self._take_lock():
@@ -90,7 +93,17 @@ class Shipper(threading.Thread):
             except Exception as error:  # noqa: BLE001 - whatever failed, report it and go on
                 detail = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
                 self.error = redact_text(f"{type(error).__name__}: {detail}", self.uri)
+            report(self.progress())
             time.sleep(self.interval)
+
+    def progress(self) -> dict:
+        """What the last round did: role, error, times of the last attempt and success."""
+        return {
+            "role": "shipping" if self.shipping else STANDBY,
+            "error": self.error,
+            "last_attempt": self.last_attempt,
+            "last_success": self.last_success,
+        }
 
     def _take_lock(self) -> bool:
         """Become the directory's shipper if no other process is."""
@@ -191,28 +204,34 @@ class Shipper(threading.Thread):
         return state["runs"][key]
 
     def status(self, model_version: str) -> dict:
-        """The shipping part of ``/health``."""
-        try:
-            state, state_error = read_state(self.directory), None
-        except StateError as error:
-            state, state_error = {"offsets": {}, "runs": {}, "shipped": 0}, str(error)
-        written = sum(path.stat().st_size for path in self.directory.glob(LOG_FILE_PATTERN))
-        error = state_error or self.error
-        return {
-            "enabled": True,
-            "tracking_uri": redact(self.uri),
-            "alive": self.is_alive(),
-            "role": "shipping" if self.shipping else "standby (another process ships this log)",
-            "ok": error is None,
-            "error": error,
-            "last_attempt": self.last_attempt,
-            "last_success": self.last_success,
-            "run_id": state["runs"].get(f"{redact(self.uri)}#{model_version}"),
-            "shipped_records": state["shipped"],
-            "quarantined_lines": state.get("quarantined", 0),
-            "pending_bytes": written - sum(state["offsets"].values()),
-            "retention": self.retention,
-        }
+        """The shipping part of ``/health``, for a shipper run in this process."""
+        return shipping_status(self, self.progress(), True, model_version)
+
+
+def shipping_status(shipper, progress: dict, alive: bool, model_version: str) -> dict:
+    """The shipping part of ``/health``: ``progress`` (:meth:`Shipper.progress`) of the shipper
+    configured as ``shipper`` (directory, store, retention) and what its state file says."""
+    try:
+        state, state_error = read_state(shipper.directory), None
+    except StateError as error:
+        state, state_error = {"offsets": {}, "runs": {}, "shipped": 0}, str(error)
+    written = sum(path.stat().st_size for path in shipper.directory.glob(LOG_FILE_PATTERN))
+    error = state_error or progress["error"]
+    return {
+        "enabled": True,
+        "tracking_uri": redact(shipper.uri),
+        "alive": alive,
+        "role": progress["role"],
+        "ok": error is None,
+        "error": error,
+        "last_attempt": progress["last_attempt"],
+        "last_success": progress["last_success"],
+        "run_id": state["runs"].get(f"{redact(shipper.uri)}#{model_version}"),
+        "shipped_records": state["shipped"],
+        "quarantined_lines": state.get("quarantined", 0),
+        "pending_bytes": written - sum(state["offsets"].values()),
+        "retention": shipper.retention,
+    }
 
 
 def serving_run(client, uri: str, version: str, run_tags: dict[str, str]) -> str:
