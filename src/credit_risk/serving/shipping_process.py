@@ -13,6 +13,7 @@ service to hold the log directory's lock.
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -51,10 +52,12 @@ class ShipperProcess:
 
     def _supervise(self) -> None:
         while True:
-            code = self._run_child()
+            try:
+                outcome = f"exited with status {self._run_child()}"
+            except OSError as error:  # no process could be made (memory, process limits)
+                outcome = f"could not be started: {error}"
             self.progress = self.progress | {
-                "error": f"the shipping process exited with status {code}; "
-                f"starting it again in {self.interval:g} s"
+                "error": f"the shipping process {outcome}; starting it again in {self.interval:g} s"
             }
             time.sleep(self.interval)
 
@@ -66,15 +69,19 @@ class ShipperProcess:
         try:
             self.child = subprocess.Popen(
                 command,
-                stdin=subprocess.PIPE,  # held open while this process lives
+                stdin=subprocess.PIPE,  # this end closes when this process ends, however
                 env=os.environ | {TRACKING_URI_ENV: self.uri},  # not on the command line
                 pass_fds=(report_end,),
             )
+        except OSError:
+            os.close(reports)
+            raise
         finally:
             os.close(report_end)
         with os.fdopen(reports, "rb") as lines:
             for line in lines:
-                self.progress = json.loads(line)
+                if line.endswith(b"\n"):  # not the start of a report cut off by its death
+                    self.progress = json.loads(line)
         return self.child.wait()
 
 
@@ -89,6 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run-tags", type=json.loads, default={})
     parser.add_argument("--report-fd", type=int, required=True)
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal stops the worker, then this
     threading.Thread(target=_exit_when_parent_is_gone, daemon=True).start()
     with os.fdopen(args.report_fd, "w", buffering=1) as reports:
         shipper = Shipper(args.directory, os.environ[TRACKING_URI_ENV], args.run_tags)
