@@ -24,6 +24,9 @@ from credit_risk.serving.shipping import SHIP_INTERVAL_ENV, Shipper, shipping_st
 from credit_risk.serving.shipping_state import retention
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
+"""The folder holding this ``credit_risk`` package: the child imports the code its worker runs
+(a bento's, an installed one), whatever its working directory."""
 
 
 class ShipperProcess:
@@ -66,11 +69,13 @@ class ShipperProcess:
         reports, report_end = os.pipe()
         command = [sys.executable, "-m", __name__, str(self.directory)]
         command += ["--run-tags", json.dumps(self.run_tags), "--report-fd", str(report_end)]
+        python_path = os.pathsep.join(filter(None, [PACKAGE_PARENT, os.environ.get("PYTHONPATH")]))
         try:
             self.child = subprocess.Popen(
                 command,
                 stdin=subprocess.PIPE,  # this end closes when this process ends, however
-                env=os.environ | {TRACKING_URI_ENV: self.uri},  # not on the command line
+                # the tracking URI (it may hold a password) in the environment, not the command
+                env=os.environ | {TRACKING_URI_ENV: self.uri, "PYTHONPATH": python_path},
                 pass_fds=(report_end,),
             )
         except OSError:
