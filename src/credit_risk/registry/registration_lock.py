@@ -65,7 +65,9 @@ def _try_create(client: MlflowClient, holder: str) -> bool:
             description=f"Held while a writer changes {MODEL_NAME} versions; not a model.",
         )
     except MlflowException as error:
-        if error.error_code == "RESOURCE_ALREADY_EXISTS":
+        # RESOURCE_DOES_NOT_EXIST: the name was taken when the store tried to insert it and gone
+        # when it looked the holder up for its error message (SQL stores do): released meanwhile.
+        if error.error_code in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
             return False
         raise
     return True
