@@ -107,6 +107,10 @@ def test_repro_semantics_registry_and_run_cache(project_repo: Path):
     repo, uri = project_repo, embedded_uri(project_repo)
     first = run(["dvc", "repro"], repo)
     assert ran_stages(first.stdout) == {"prepare", "fingerprint", "train", "register"}
+    # Quiet: each stage prints its own line; MLflow no INFO lines, no registration notices.
+    chatter = ("INFO", "Successfully registered model", "Created version")
+    printed = (first.stdout + first.stderr).splitlines()
+    assert [line for line in printed if any(word in line for word in chatter)] == []
     assert registry_state(uri) == {
         "runs": 1, "versions": [1], "production": 1, "stages": {1: "Production"}
     }  # fmt: skip
@@ -144,8 +148,10 @@ def test_repro_semantics_registry_and_run_cache(project_repo: Path):
         "runs": 2, "versions": [1, 2], "production": 1, "stages": {1: "Production", 2: "None"}
     }  # fmt: skip
 
-    # A version promoted by hand stays Production: rerunning the pipeline decides nothing anew.
-    run(["credit-risk", "promote", "2"], repo)
+    # A version promoted by hand (the gate overridden) stays Production: rerunning the
+    # pipeline decides nothing anew.
+    run(["credit-risk", "promote", "2", "--reason", "compare in production", "--override-gate"],
+        repo)  # fmt: skip
     assert registry_state(uri)["stages"] == {1: "Archived", 2: "Production"}
     run(["dvc", "repro"], repo)
     assert registry_state(uri)["production"] == 2

@@ -9,18 +9,19 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import make_project_folder, pipeline_env, run, start_mlflow_server, stop
+from conftest import (
+    REGISTER,
+    TRAIN,
+    make_project_folder,
+    pipeline_env,
+    run,
+    start_mlflow_server,
+    stop,
+)
 from mlflow import MlflowClient
 
 pytestmark = pytest.mark.slow
 MODEL = "credit-risk-model"
-TRAIN = (
-    "from credit_risk.params import load_params; "
-    "from credit_risk.pipeline import prepare, fingerprint, train; p = load_params(); "
-    "[step(p) for step in (prepare.prepare, fingerprint.fingerprint, train.train)]"
-)
-REGISTER = "from credit_risk.pipeline.runner import run_stage; from credit_risk.pipeline.register "
-REGISTER += "import register; run_stage(register)"
 
 
 @pytest.fixture(scope="module")

@@ -19,10 +19,16 @@ from credit_risk.pipeline.paths import (
     read_splits,
     write_json,
 )
+from credit_risk.registry.store import check_server, project_root, tracking_uri
 
 
 def train(params: dict) -> str:
-    """Fit, save the model and its fingerprint, write metrics, plot data and the profile."""
+    """Fit, save the model and its fingerprint, write metrics, plot data and the profile.
+
+    First, the tracking server the ``register`` stage needs must answer: an unreachable one
+    fails the pipeline now, not after training.
+    """
+    check_server(tracking_uri(project_root()))
     settings = params["train"]
     train_rows, test_rows = read_splits()
     model = build_model(settings)

@@ -17,8 +17,15 @@ from credit_risk.registry.store import embedded_tracking_uri
 
 def production_version(client: MlflowClient) -> ModelVersion | None:
     """The version the ``production`` alias points at, or None."""
+    return registry_version(client, PRODUCTION_ALIAS)
+
+
+def registry_version(client: MlflowClient, reference: str) -> ModelVersion | None:
+    """The version ``reference`` names (a version number, else an alias), or None."""
     try:
-        return client.get_model_version_by_alias(MODEL_NAME, PRODUCTION_ALIAS)
+        if reference.isdigit():
+            return client.get_model_version(MODEL_NAME, reference)
+        return client.get_model_version_by_alias(MODEL_NAME, reference)
     except MlflowException as error:
         if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None

@@ -5,7 +5,10 @@ last tag, so a finished run with that tag means the model is logged (see
 :func:`credit_risk.registry.lookups.find_training_run`).
 """
 
+import contextlib
+import io
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
@@ -116,11 +119,26 @@ def ensure_reference_profile(client: MlflowClient, run_id: str) -> None:
         client.log_artifact(run_id, str(REFERENCE_PROFILE))
 
 
+REGISTRATION_NOTICES = ("Successfully registered model", "Registered model", "Created version")
+"""What ``mlflow.register_model`` prints on stderr whatever the log level; the register stage
+says it in its own line."""
+
+
 def register_version(client: MlflowClient, run_id: str) -> ModelVersion:
+    """Register the run's model as a new version, its tags copied from the run."""
     run = client.get_run(run_id)
     copied = (TAG_MODEL_FINGERPRINT, TAG_MODEL_SHA256, TAG_DATASET_HASH)
     tags = {name: run.data.tags[name] for name in copied}
-    return mlflow.register_model(run.data.tags[TAG_MODEL_URI], MODEL_NAME, tags=tags)
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(printed):
+            return mlflow.register_model(run.data.tags[TAG_MODEL_URI], MODEL_NAME, tags=tags)
+    finally:
+        sys.stderr.writelines(
+            line
+            for line in printed.getvalue().splitlines(keepends=True)
+            if not line.startswith(REGISTRATION_NOTICES)
+        )
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:

@@ -5,6 +5,8 @@ needs the store at all (see :mod:`credit_risk.pipeline.register`).
 """
 
 import os
+import re
+import socket
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +19,12 @@ _HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
 }
+
+
+SQLITE_PREFIX = "sqlite:///"
+SERVER_CHECK_SECONDS = 5
+DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+"""Default ports of the database servers MLflow's SQLAlchemy store connects to."""
 
 
 class TrackingError(RuntimeError):
@@ -34,7 +42,7 @@ def project_root() -> Path:
 
 def embedded_tracking_uri(root: Path) -> str:
     """The default store: a SQLite database in the project folder."""
-    return f"sqlite:///{root / 'mlflow.db'}"
+    return f"{SQLITE_PREFIX}{root / 'mlflow.db'}"
 
 
 def tracking_uri(root: Path) -> str:
@@ -42,17 +50,31 @@ def tracking_uri(root: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or embedded_tracking_uri(root)
 
 
-def configure_tracking(root: Path) -> str:
-    """Use :func:`tracking_uri` for MLflow; check that a tracking server answers.
+def configure_tracking(root: Path, create: bool = False) -> str:
+    """Use :func:`tracking_uri` for MLflow; check that a tracking server answers, or (unless
+    ``create``) that a SQLite store exists: MLflow would create an empty one.
 
     Returns the URI as configured, credentials included: show it only through :func:`redact`.
     """
     import mlflow
 
     uri = tracking_uri(root)
+    if not create:
+        require_existing_store(uri)
     connect(uri)
     mlflow.set_tracking_uri(uri)
     return uri
+
+
+def require_existing_store(uri: str) -> None:
+    """Raise :class:`TrackingError` if ``uri`` is a SQLite store whose file does not exist."""
+    if not uri.startswith(SQLITE_PREFIX):
+        return
+    if not Path(uri.removeprefix(SQLITE_PREFIX).split("?")[0]).is_file():
+        raise TrackingError(
+            f"no MLflow tracking store at {redact(uri)}: run `dvc repro` first (it trains, "
+            "registers and promotes the model)"
+        )
 
 
 def connect(uri: str):
@@ -61,22 +83,28 @@ def connect(uri: str):
 
     for name, value in _HTTP_DEFAULTS.items():
         os.environ.setdefault(name, value)
-    if uri.startswith(("http://", "https://")):
-        check_server(uri)
+    check_server(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def check_server(uri: str) -> None:
-    """Raise :class:`TrackingError` unless the tracking server at ``uri`` answers ``/health``.
+    """Raise :class:`TrackingError` unless the tracking server at ``uri`` answers ``/health``,
+    or the database server of a database URI accepts a connection (:func:`check_database`);
+    a SQLite or file store is not checked.
 
     ``requests`` (MLflow's own HTTP client) sends ``user:password@`` in the URI as basic auth.
     """
     import requests
 
+    if urllib.parse.urlsplit(uri).scheme.split("+")[0] in DATABASE_PORTS:
+        check_database(uri)
+        return
+    if not uri.startswith(("http://", "https://")):
+        return
     try:
-        answer = requests.get(f"{uri.rstrip('/')}/health", timeout=5)
+        answer = requests.get(f"{uri.rstrip('/')}/health", timeout=SERVER_CHECK_SECONDS)
     except requests.RequestException as error:
-        reason = redact_text(str(error), uri)
+        reason = redact_text(_connection_failure(error), uri)
         raise TrackingError(
             f"MLflow tracking server {redact(uri)} is unreachable: {reason}"
         ) from None
@@ -85,6 +113,37 @@ def check_server(uri: str) -> None:
             f"MLflow tracking server {redact(uri)} is unhealthy: /health answered HTTP "
             f"{answer.status_code}"
         )
+
+
+def check_database(uri: str) -> None:
+    """Raise :class:`TrackingError` unless the database server of ``uri`` accepts a TCP
+    connection within :data:`SERVER_CHECK_SECONDS`: MLflow's SQLAlchemy store retries a
+    refused connection for over a minute. A URI without a host (a Unix socket) is not checked.
+    """
+    parts = urllib.parse.urlsplit(uri)
+    if not parts.hostname:
+        return
+    try:
+        port = parts.port or DATABASE_PORTS[parts.scheme.split("+")[0]]
+        socket.create_connection((parts.hostname, port), timeout=SERVER_CHECK_SECONDS).close()
+    except TimeoutError:
+        reason = f"no answer within {SERVER_CHECK_SECONDS} s"
+    except (OSError, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    else:
+        return
+    raise TrackingError(f"MLflow tracking database {redact(uri)} is unreachable: {reason}")
+
+
+def _connection_failure(error) -> str:
+    """The operating system's reason (``Connection refused``) in what ``requests`` raised, if
+    it names one, rather than urllib3's whole chain of wrappers."""
+    import requests
+
+    if isinstance(error, requests.Timeout):
+        return f"no answer within {SERVER_CHECK_SECONDS} s"
+    found = re.search(r"\[Errno -?\d+\] ([^\"')]+)", str(error))
+    return found[1] if found else str(error)
 
 
 def redact(uri: str) -> str:
