@@ -111,13 +111,17 @@ def make_store(folder: Path, profile: dict, params: dict) -> None:
         Path(m.path_of(PROFILE_FILE)).write_bytes(data)
 
 
-def measure(folder: Path, log: Path) -> tuple[float, float, float, str]:
-    """Run ``credit-risk drift`` on ``log``: seconds, peak RSS in MiB of the command (from
-    ``wait4``) and of its process tree (command and workers, sampled every 20 ms), output."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+def measure(
+    folder: Path, log: Path, command: tuple[str, ...] = ("drift",), env: dict | None = None
+) -> tuple[float, float, float, str]:
+    """Run ``credit-risk <command> LOG`` (default ``drift``) on ``log``: seconds, peak RSS in
+    MiB of the command (from ``wait4``) and of its process tree (command and workers, sampled
+    every 20 ms), output."""
+    if env is None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     started = time.monotonic()
     process = subprocess.Popen(
-        [CREDIT_RISK, "drift", str(log), "--output", str(folder / "report")],
+        [CREDIT_RISK, *command, str(log), "--output", str(folder / "report")],
         cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     tree_peak, command = 0, psutil.Process(process.pid)
@@ -131,7 +135,7 @@ def measure(folder: Path, log: Path) -> tuple[float, float, float, str]:
     process.returncode = os.waitstatus_to_exitcode(status)
     output = process.stdout.read().decode()
     if process.returncode not in (0, 3):
-        raise SystemExit(f"credit-risk drift failed:\n{output}")
+        raise SystemExit(f"credit-risk {command[0]} failed:\n{output}")
     return seconds, usage.ru_maxrss / 1024, tree_peak / 2**20, output.strip()
 
 

@@ -150,6 +150,7 @@ def test_same_population_is_stable_shifted_features_are_significant(tmp_path, ap
     page = render(report | fake_metadata())
     assert page.count("<svg") == 1 + 2 + len(FEATURE_NAMES) + 2  # PSI, days, histograms
     assert "<script" not in page and "http://" not in page.replace("http://www.w3.org/2000/svg", "")
+    assert "<th>change (percentage points)</th>" in page  # of shares shown as percentages
 
 
 def fake_metadata() -> dict:
@@ -234,6 +235,7 @@ with bentoml.models.create(BENTO_MODEL, metadata={{SERVED_MODEL_KEY: served.mode
     return env
 
 
+@pytest.mark.slow  # the real `credit-risk drift` command, in processes of its own
 def test_command_exit_status_and_one_line_errors(tmp_path, applicants, profile):
     env = bentoml_store(tmp_path, profile)
     log_rows(tmp_path / "log", applicants.iloc[10_000:12_000])
@@ -266,6 +268,7 @@ def test_command_exit_status_and_one_line_errors(tmp_path, applicants, profile):
     assert drift("log", "--since", "yesterday").returncode == 2
 
 
+@pytest.mark.slow  # the real `credit-risk drift` command, in processes of its own
 def test_a_model_imported_without_a_profile_is_named(tmp_path, applicants):
     env = bentoml_store(tmp_path, None)
     log_rows(tmp_path / "log", applicants.iloc[:10])

@@ -19,7 +19,8 @@ from conftest import CREDIT_RISK, REAL_DATA, Server, make_served_project
 from httpx import Client
 from PIL import Image
 
-from credit_risk.ml.contract import FEATURES, KAGGLE_TO_CANONICAL
+from credit_risk.ml.api_bodies import api_bodies
+from credit_risk.ml.contract import KAGGLE_TO_CANONICAL
 from credit_risk.serving.schemas import MAX_BATCH_ROWS
 
 UNSEEN = REAL_DATA.with_name("cs-test.csv")
@@ -44,20 +45,6 @@ def unseen() -> pd.DataFrame:
     return table.rename(columns=KAGGLE_TO_CANONICAL)
 
 
-def bodies(rows: pd.DataFrame) -> list[dict]:
-    """Applicants as the API takes them: whole numbers as ints, missing values as null."""
-    columns = []
-    for feature in FEATURES:
-        values = rows[feature.name].to_numpy("float64")
-        column = values.astype(object)
-        if feature.integer:
-            column[~np.isnan(values)] = values[~np.isnan(values)].astype(int)
-        column[np.isnan(values)] = None
-        columns.append(column.tolist())
-    names = [feature.name for feature in FEATURES]
-    return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
-
-
 def serve_and_report(project: tuple[Path, dict], rows: pd.DataFrame, name: str):
     """Serve, send ``rows`` through ``/predict/batch``, stop; run ``credit-risk drift`` on the
     log. Returns the command's result and the report folder."""
@@ -66,7 +53,7 @@ def serve_and_report(project: tuple[Path, dict], rows: pd.DataFrame, name: str):
     env = env | {"CREDIT_RISK_PREDICTION_LOG": str(log)}
     server = Server(env, folder)
     try:
-        applicants = bodies(rows)
+        applicants = api_bodies(rows)
         with Client(base_url=server.url, timeout=300) as client:
             for start in range(0, len(applicants), MAX_BATCH_ROWS):
                 batch = applicants[start : start + MAX_BATCH_ROWS]

@@ -9,9 +9,6 @@ reference's bins: ``sum((current - reference) * ln(current / reference))``, shar
 :data:`EPSILON` so that an empty bin does not make it infinite.
 """
 
-import multiprocessing
-import os
-from concurrent.futures import ProcessPoolExecutor
 from datetime import date
 from pathlib import Path
 
@@ -19,7 +16,7 @@ import numpy as np
 
 from credit_risk.ml.contract import FEATURE_NAMES
 from credit_risk.ml.profile import reference_decline_rate
-from credit_risk.monitoring.log_tally import Tally, tally_file
+from credit_risk.monitoring.log_tally import LogStream, Tally, merged_tally
 from credit_risk.serving.prediction_log import log_files
 
 EPSILON = 1e-4
@@ -48,31 +45,29 @@ def measure_drift(
     directory: Path, profile: dict, version: str, since: date | None, until: date | None
 ) -> Tally:
     """Count the log files of ``directory`` against ``profile`` (model ``version``)."""
+    return read_log(directory, Tally, profile, version, since, until)
+
+
+def read_log(directory: Path, kind: type, *arguments) -> LogStream:
+    """The log files of ``directory`` streamed into ``kind(*arguments)``, a
+    :class:`~credit_risk.monitoring.log_tally.LogStream`; raises :class:`DriftError` when
+    there are no files, or no usable records (naming the model versions found instead)."""
     files = log_files(directory) if directory.is_dir() else []
     if not files:
         raise DriftError(f"no prediction log files (predictions-*.jsonl) in {directory}")
-    tally = Tally(profile, version, since, until)
-    tasks = [(path, profile, version, since, until) for path in files]
-    workers = min(os.cpu_count() or 1, len(files))
-    if workers > 1:
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            for counted in pool.map(tally_file, tasks):
-                tally.merge(counted)
-    else:
-        tally.merge(tally_file(tasks[0]))
-    window = f"between {tally.since or 'the start'} and {until or 'now'}"
+    tally = merged_tally(kind(*arguments), files, kind, *arguments)
+    version = tally.version
     others = {v: n for v, n in sorted(tally.versions.items()) if v != version}
     if not tally.versions[version] and others:
         listed = ", ".join(f"{v} ({n} records)" for v, n in others.items())
         raise DriftError(
             f"{directory}: the log holds predictions of model version {listed}, none of version "
-            f"{version}, whose reference profile is used"
+            f"{version}, {kind.USE}"
         )
     if not tally.records:
         found = sum(tally.versions.values())
         raise DriftError(
-            f"{directory}: no predictions of model version {version} {window} ({found} "
+            f"{directory}: no predictions of model version {version} {tally.window} ({found} "
             f"records outside it, {tally.corrupt} corrupt lines)"
         )
     return tally

@@ -1,15 +1,20 @@
-"""Counting the prediction log against a reference profile: bins, reason codes, days.
+"""Counting the prediction log: a stream of blocks of records; the drift report's tally.
 
-A :class:`Tally` keeps only counts. Log files are read in blocks of complete lines; a block is
-usually parsed with one ``orjson`` call after its reason lists are cut out (the codes are found
-by a regular expression), and binned with numpy. A block holding a line that is not a record,
+A :class:`LogStream` reads log files in blocks of complete lines; a block is usually parsed with
+one ``orjson`` call (a subclass may cut parts it does not need out of the block first), and its
+records handed to the subclass as numpy columns. A block holding a line that is not a record,
 or records that are not all used (another model version, outside the window), is parsed line by
-line: bad lines (torn, corrupt) are counted and skipped.
+line: bad lines (torn, corrupt) are counted and skipped. A :class:`Tally` keeps only counts:
+bins against a reference profile, reason codes (found by a regular expression), days.
+:func:`merged_tally` tallies the files one per core at a time.
 """
 
 import gzip
+import multiprocessing
+import os
 import re
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from datetime import date
 from operator import itemgetter
 from pathlib import Path
@@ -28,7 +33,13 @@ CODE = re.compile(rb'"code":"([^"]*)"')
 BAD_RECORD = (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError)
 
 
-def line_blocks(path: Path, tally: "Tally"):
+def without_reasons(block: bytes) -> bytes:
+    """A block without its reason lists (their codes are found by :data:`CODE`): faster to
+    parse."""
+    return REASONS.sub(b"", block)
+
+
+def line_blocks(path: Path, tally: "LogStream"):
     """The complete lines of a log file (``.gz`` too), a block of them at a time, without the
     last newline; a last line without its newline (torn) is counted in ``tally``."""
     opener = gzip.open if path.suffix == ".gz" else open
@@ -44,44 +55,38 @@ def line_blocks(path: Path, tally: "Tally"):
         tally.corrupt += 1
 
 
-class Tally:
-    """Bin counts, reason codes and daily totals of the usable records of one model version."""
+class LogStream:
+    """The usable records (one model version, a date window) of log blocks, for a subclass to
+    count: :meth:`_columns` turns records into arrays, :meth:`_count` counts them."""
 
-    def __init__(self, profile: dict, version: str, since: date | None, until: date | None):
-        self.profile, self.version = profile, version
+    USE = "the one asked for"
+    """Why this version's records are read (for an error naming the versions found)."""
+    START_METHOD = "fork"
+    """How :func:`merged_tally` starts its workers: ``spawn`` for a stream that calls OpenMP
+    code (a forked child of a process that already ran OpenMP threads can hang in it)."""
+
+    def __init__(self, version: str, since: date | None, until: date | None):
+        self.version = version
         self.since = since.isoformat() if since else ""
         self.until = until.isoformat() if until else "9999-12-31"
-        self.entries = [profile["features"][name] for name in FEATURE_NAMES]
-        self.features = np.zeros((len(FEATURES), max(map(bin_count, self.entries))), "int64")
-        self.probability = np.zeros(bin_count(profile["probability"]), "int64")
-        self.score = np.zeros(bin_count(profile["score"]), "int64")
-        self.reasons: Counter = Counter()
-        self.days: dict[str, np.ndarray] = {}
+        self.window = f"between {self.since or 'the start'} and {until or 'now'}"
         self.versions: Counter = Counter()
         self.records = self.corrupt = self.outside = 0
 
-    def merge(self, other: "Tally") -> None:
-        """Add the counts of another tally of the same profile, version and window."""
-        for name in ("features", "probability", "score"):
-            getattr(self, name)[...] += getattr(other, name)
-        for name in ("reasons", "versions"):
-            getattr(self, name).update(getattr(other, name))
-        for day, row in other.days.items():
-            self.days[day] = self.days.get(day, 0) + row
+    def merge(self, other: "LogStream") -> None:
+        """Add the record counts of another stream of the same version and window."""
+        self.versions.update(other.versions)
         self.records += other.records
         self.corrupt += other.corrupt
         self.outside += other.outside
 
     def add_block(self, block: bytes) -> None:
-        """Count a block of lines. Usually with one parse of the block without its reason
-        lists, the codes found by a regular expression (all of the block's records are used);
-        else line by line."""
+        """Count a block of lines. Usually with one parse of the block (as cut by
+        :meth:`_parsed_part`) when all of its records are used; else line by line."""
         try:
-            records = orjson.loads(b"[" + REASONS.sub(b"", block).replace(b"\n", b",") + b"]")
+            records = orjson.loads(b"[" + self._parsed_part(block).replace(b"\n", b",") + b"]")
             if len(self._usable(records)) == len(records):
-                codes = Counter(CODE.findall(block))
-                codes = Counter({code.decode(): count for code, count in codes.items()})
-                self._add(records, self._columns(records, codes))
+                self._add(records, self._columns(records, block))
                 return
         except BAD_RECORD:
             pass
@@ -101,6 +106,10 @@ class Tally:
                 self.corrupt += 1
         self._add(good, self._columns(self._usable(good)))
 
+    def _parsed_part(self, block: bytes) -> bytes:
+        """What of a block is parsed in one go (all of it unless a subclass cuts something)."""
+        return block
+
     def _usable(self, records: list[dict]) -> list[dict]:
         """The records of this model version within the window (others only counted)."""
         versions = Counter(map(MODEL_VERSION, records))
@@ -110,28 +119,67 @@ class Tally:
         since, until = self.since, self.until
         return [r for r in mine if since <= r["timestamp"][:10] <= until]
 
-    def _columns(self, records: list[dict], codes: Counter | None = None) -> dict:
-        """The values of ``records`` as arrays (``codes``: how often each reason code was given,
-        if known); raises if a record lacks one or has a bad one."""
-        return {
-            "inputs": np.array([FEATURE_VALUES(r["inputs"]) for r in records], "float64"),
-            "probability": np.array([r["probability"] for r in records], "float64"),
-            "prediction": np.array([r["prediction"] for r in records], "int64"),
-            "score": np.array([r["score"] for r in records], "float64"),
-            "day": [r["timestamp"][:10] for r in records],
-            "codes": Counter(reason["code"] for r in records for reason in r["reasons"])
-            if codes is None
-            else codes,
-        }
+    def _columns(self, records: list[dict], block: bytes | None = None) -> dict:
+        """The values of ``records`` (parsed from ``block`` if given) as arrays; raises if a
+        record lacks one or has a bad one. ``day`` is required."""
+        raise NotImplementedError
 
     def _add(self, records: list[dict], columns: dict) -> None:
         versions = Counter(map(MODEL_VERSION, records))
         count = len(columns["day"])
         self.versions.update(versions)
         self.outside += versions[self.version] - count
-        if not count:
-            return
-        self.records += count
+        if count:
+            self.records += count
+            self._count(columns, count)
+
+    def _count(self, columns: dict, count: int) -> None:
+        """Count ``count`` usable records given as :meth:`_columns`."""
+        raise NotImplementedError
+
+
+class Tally(LogStream):
+    """Bin counts, reason codes and daily totals of the usable records of one model version."""
+
+    USE = "whose reference profile is used"
+
+    def __init__(self, profile: dict, version: str, since: date | None, until: date | None):
+        super().__init__(version, since, until)
+        self.profile = profile
+        self.entries = [profile["features"][name] for name in FEATURE_NAMES]
+        self.features = np.zeros((len(FEATURES), max(map(bin_count, self.entries))), "int64")
+        self.probability = np.zeros(bin_count(profile["probability"]), "int64")
+        self.score = np.zeros(bin_count(profile["score"]), "int64")
+        self.reasons: Counter = Counter()
+        self.days: dict[str, np.ndarray] = {}
+
+    def merge(self, other: "Tally") -> None:
+        """Add the counts of another tally of the same profile, version and window."""
+        super().merge(other)
+        for name in ("features", "probability", "score"):
+            getattr(self, name)[...] += getattr(other, name)
+        self.reasons.update(other.reasons)
+        for day, row in other.days.items():
+            self.days[day] = self.days.get(day, 0) + row
+
+    _parsed_part = staticmethod(without_reasons)
+
+    def _columns(self, records: list[dict], block: bytes | None = None) -> dict:
+        if block is None:
+            codes = Counter(reason["code"] for r in records for reason in r["reasons"])
+        else:
+            found = Counter(CODE.findall(block))
+            codes = Counter({code.decode(): count for code, count in found.items()})
+        return {
+            "inputs": np.array([FEATURE_VALUES(r["inputs"]) for r in records], "float64"),
+            "probability": np.array([r["probability"] for r in records], "float64"),
+            "prediction": np.array([r["prediction"] for r in records], "int64"),
+            "score": np.array([r["score"] for r in records], "float64"),
+            "day": [r["timestamp"][:10] for r in records],
+            "codes": codes,
+        }
+
+    def _count(self, columns: dict, count: int) -> None:
         inputs = columns["inputs"].reshape(count, len(FEATURES))
         for i, entry in enumerate(self.entries):
             bins = bin_indices(inputs[:, i], entry["edges"], entry["sentinel_codes"])
@@ -154,10 +202,27 @@ class Tally:
             self.days[day] = self.days.get(day, 0) + row
 
 
-def tally_file(task: tuple) -> Tally:
-    """The tally of one log file (``task``: the file and :class:`Tally`'s arguments)."""
-    path, *arguments = task
-    tally = Tally(*arguments)
-    for block in line_blocks(path, tally):
-        tally.add_block(block)
-    return tally
+def stream_file(task: tuple) -> LogStream:
+    """The stream of one log file (``task``: the file, the :class:`LogStream` class and its
+    arguments), all blocks added."""
+    path, kind, *arguments = task
+    stream = kind(*arguments)
+    for block in line_blocks(path, stream):
+        stream.add_block(block)
+    return stream
+
+
+def merged_tally(total: LogStream, files: list[Path], kind: type, *arguments) -> LogStream:
+    """``total`` with the streams (``kind(*arguments)``) of ``files`` merged in, one file per
+    core at a time (forked workers)."""
+    tasks = [(path, kind, *arguments) for path in files]
+    workers = min(os.cpu_count() or 1, len(files))
+    if workers > 1:
+        context = multiprocessing.get_context(kind.START_METHOD)
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            for counted in pool.map(stream_file, tasks):
+                total.merge(counted)
+    else:
+        for task in tasks:
+            total.merge(stream_file(task))
+    return total

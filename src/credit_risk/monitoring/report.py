@@ -1,7 +1,9 @@
 """``credit-risk drift``: the served model's drift report, as files and in MLflow.
 
-The reference is the profile inside the newest imported BentoML model (the one ``bentoml
-serve`` serves), checked against the SHA256 recorded at import. The report goes to
+The served model is the registry's Production version (services follow it); its reference
+profile is the one in the imported BentoML model when that is the Production version (checked
+against the SHA256 recorded at import), else the one of its training run. Without a tracking
+store, the newest import is measured. The report goes to
 ``drift.json`` and ``drift.html``; its PSI values become metrics and both files artifacts of
 the run ``serving-v<version>`` the prediction log is shipped to, when there is a tracking store.
 """
@@ -13,9 +15,12 @@ import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+from credit_risk.ml.profile import read_profile
 from credit_risk.monitoring.drift import DriftError, measure_drift, summary
 from credit_risk.monitoring.report_html import render
 from credit_risk.params import load_params
+from credit_risk.registry.lookups import production_version
+from credit_risk.registry.names import MODEL_NAME, PRODUCTION_ALIAS, PRODUCTION_STAGE
 from credit_risk.registry.store import (
     connect,
     embedded_tracking_uri,
@@ -23,7 +28,14 @@ from credit_risk.registry.store import (
     redact,
     tracking_errors,
 )
-from credit_risk.serving.release import ServedModel, latest_import, served_profile
+from credit_risk.serving.release import (
+    ServedModel,
+    download_profile,
+    latest_import,
+    registry_record,
+    served_profile,
+    version_key,
+)
 
 SIGNIFICANT_EXIT = 3
 """Exit status when some PSI is above ``drift.psi_significant``."""
@@ -51,11 +63,7 @@ def drift_report(
     if since and until and until < since:
         raise DriftError(f"--until {until} is before --since {since}")
     thresholds = drift_thresholds(load_params(project_root() / "params.yaml"))
-    model = latest_import()
-    if model is None:
-        raise DriftError("the BentoML store has no imported model: run `credit-risk import`")
-    served = ServedModel.of(model)
-    profile = served_profile(model, served)
+    served, profile, source = measured_model()
     tally = measure_drift(log_dir, profile, served.model_version, since, until)
     measured = summary(tally, thresholds, served.decision_threshold)
     days = [day["day"] for day in measured["daily"]]
@@ -64,16 +72,11 @@ def drift_report(
             "name": served.model_name,
             "version": served.model_version,
             "run_id": served.run_id,
-            "bento_model": str(model.tag),
+            "reference_from": source,
             "reference_profile_sha256": served.reference_profile_sha256,
         },
         "log_directory": str(log_dir),
-        "window": {
-            "since": since.isoformat() if since else None,
-            "until": until.isoformat() if until else None,
-            "first_day": days[0],
-            "last_day": days[-1],
-        },
+        "window": report_window(since, until, days),
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
     } | measured
     output.mkdir(parents=True, exist_ok=True)
@@ -96,6 +99,34 @@ def drift_report(
         + f"; report in {output / 'drift.html'}; {logged}"
     )
     return message, SIGNIFICANT_EXIT if significant else 0
+
+
+def measured_model() -> tuple[ServedModel, dict, str]:
+    """The version whose predictions are measured, its reference profile and where that came
+    from: the registry's Production version (the one services serve: they follow it), its
+    profile taken from the import when the import is that version, else from its training run;
+    the newest import when there is no tracking store or no Production version."""
+    model = latest_import()
+    imported = ServedModel.of(model) if model is not None else None
+    uri = tracking_store()
+    production = None
+    if uri is not None:
+        client = connect(uri)
+        with tracking_errors(uri):
+            production = production_version(client)
+    if production is not None and (imported is None or version_key(production) != imported.key()):
+        served = registry_record(client, uri, production, PRODUCTION_STAGE, PRODUCTION_ALIAS)
+        with tempfile.TemporaryDirectory() as folder:
+            path = download_profile(client, uri, production.run_id, Path(folder))
+            if path is None:
+                raise DriftError(
+                    f"{MODEL_NAME} version {served.model_version} (Production) has no reference "
+                    "profile: its training run was logged before profiles existed; run `dvc repro`"
+                )
+            return served, read_profile(path), f"training run {production.run_id}"
+    if model is None:
+        raise DriftError("the BentoML store has no imported model: run `credit-risk import`")
+    return imported, served_profile(model, imported), f"BentoML model {model.tag}"
 
 
 def tracking_store() -> str | None:
@@ -127,8 +158,7 @@ def log_to_mlflow(report: dict, output: Path, served: ServedModel) -> str:
     now = time.time()
     stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%SZ")
     with tracking_errors(uri):
-        run_tags = {"model_run_id": served.run_id, "dataset_hash": served.dataset_hash}
-        run_id = serving_run(client, uri, version, run_tags)
+        run_id = serving_run(client, uri, version)
         step = int(now)
         batch = [Metric(key, value, int(now * 1000), step) for key, value in metrics.items()]
         client.log_batch(run_id, metrics=batch)
@@ -137,3 +167,13 @@ def log_to_mlflow(report: dict, output: Path, served: ServedModel) -> str:
                 (Path(folder) / name).write_bytes((output / name).read_bytes())
             client.log_artifacts(run_id, folder, artifact_path=f"{ARTIFACT_DIR}/{stamp}")
     return f"logged to MLflow run serving-v{version} ({run_id}) at {redact(uri)}"
+
+
+def report_window(since, until, days: list[str]) -> dict:
+    """The report's window: the days asked for (None: open) and the first and last day found."""
+    return {
+        "since": since.isoformat() if since else None,
+        "until": until.isoformat() if until else None,
+        "first_day": days[0],
+        "last_day": days[-1],
+    }

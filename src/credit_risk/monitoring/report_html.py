@@ -39,8 +39,13 @@ def _text(x: float, y: float, text: str, anchor: str = "middle", rotate: bool = 
     return f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}"{turn}>{escape(text)}</text>'
 
 
-def histogram(labels: list[str], reference: list[float], current: list[float]) -> str:
-    """Reference and current shares per bin, side by side."""
+def histogram(
+    labels: list[str],
+    reference: list[float],
+    current: list[float],
+    legend: tuple[str, str] = ("reference (training split)", "current (prediction log)"),
+) -> str:
+    """Reference and current shares per bin, side by side (``legend``: their names)."""
     width, height, left, top, bottom = 560, 290, 64, 26, 104
     plot_w, plot_h = width - left - 10, height - top - bottom
     top_share = max(max(reference), max(current), 0.01) * 1.1
@@ -59,9 +64,9 @@ def histogram(labels: list[str], reference: list[float], current: list[float]) -
         body.append(_text(left + (i + 0.5) * step, top + plot_h + 14, label, "end", rotate=True))
     body += [
         f'<rect x="{left}" y="4" width="10" height="10" fill="{REFERENCE}"/>',
-        _text(left + 14, 13, "reference (training split)", "start"),
+        _text(left + 14, 13, legend[0], "start"),
         f'<rect x="{left + 190}" y="4" width="10" height="10" fill="{CURRENT}"/>',
-        _text(left + 204, 13, "current (prediction log)", "start"),
+        _text(left + 204, 13, legend[1], "start"),
     ]
     return _svg(width, height, body)
 
@@ -173,7 +178,7 @@ default: reference {_percent(mean["reference"])}, current {_percent(mean["curren
 <div class="card"><h3>Mean probability of default</h3>\
 {daily_chart(report["daily"], "mean_probability", mean["reference"])}</div></div>
 <h2>Reason codes</h2><p>Share of answers giving each code.</p>
-<table><tr><th>code</th><th>reference</th><th>current</th><th>change (points)</th></tr>\
+<table><tr><th>code</th><th>reference</th><th>current</th><th>change (percentage points)</th></tr>\
 {reasons}</table>
 <h2>Distributions</h2><div class="grid">{cards}</div>
 </body></html>
