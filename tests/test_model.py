@@ -121,6 +121,7 @@ save_model(model, sys.argv[3])
 """
 
 
+@pytest.mark.slow  # two trainings in processes of their own
 def test_model_file_is_the_same_bytes_in_every_training_process(tmp_path, splits):
     """Two trainings in separate processes (other hash seeds, other thread settings) write the
     same bytes; skops reads them with the trusted types; the model predicts as before."""

@@ -9,6 +9,7 @@ tmpfs mounted for the test, ``SIGKILL``).
 import json
 import os
 import shutil
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import start_mlflow_server, stop
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from credit_risk.ml.contract import EXAMPLE_APPLICANT
 from credit_risk.serving.prediction_log import PredictionLog, log_files, read_records
@@ -137,7 +139,7 @@ def test_a_bad_line_is_quarantined_and_the_rest_shipped(tmp_path, tracking):
     )
     # A finished file whose last line was cut off (a crash mid-write): nobody will finish it.
     (directory / "predictions-2.jsonl").write_bytes(b"".join(good[4:]) + b'{"prediction": 1')
-    shipper = Shipper(directory, tracking, {})
+    shipper = Shipper(directory, tracking)
     shipper.ship_once()
 
     # The torn bytes and the record written after them form one line that is not a record.
@@ -154,12 +156,42 @@ def test_a_bad_line_is_quarantined_and_the_rest_shipped(tmp_path, tracking):
 
 
 @pytest.mark.slow
+def test_records_count_as_shipped_once_their_totals_are_logged(tmp_path):
+    """The tracking store refuses metrics (a trigger in its database): the chunk is uploaded,
+    but the records are not counted as shipped; the next round logs the totals, then counts."""
+    database = tmp_path / "server.db"
+    process, url = start_mlflow_server(
+        f"sqlite:///{database}", tmp_path / "artifacts", tmp_path / "server.log"
+    )
+    directory = tmp_path / "log"
+    try:
+        PredictionLog(directory).append(records(3))
+        with sqlite3.connect(database) as store:
+            store.execute(
+                "CREATE TRIGGER refuse_metrics BEFORE INSERT ON metrics "
+                "BEGIN SELECT RAISE(ABORT, 'metrics refused'); END"
+            )
+        shipper = Shipper(directory, url)
+        with pytest.raises(MlflowException):
+            shipper.ship_once()
+        status = shipper.status("1")
+        assert status["pending_bytes"] == 0 and status["shipped_records"] == 0
+        with sqlite3.connect(database) as store:
+            store.execute("DROP TRIGGER refuse_metrics")
+        shipper.ship_once()
+        assert shipper.status("1")["shipped_records"] == 3
+        assert shipped_totals(url, status["run_id"])[0] == 3
+    finally:
+        stop(process)
+
+
+@pytest.mark.slow
 def test_the_shipper_survives_a_corrupt_state_file_and_says_so(tmp_path, tracking, monkeypatch):
     monkeypatch.setenv("CREDIT_RISK_SHIP_INTERVAL", "0.2")
     directory = tmp_path / "log"
     PredictionLog(directory).append(records(3))
     (directory / STATE_FILE).write_text("{not json")
-    shipper = ShipperProcess(directory, tracking, {})
+    shipper = ShipperProcess(directory, tracking)
     shipper.start()
     wait_for(lambda: shipper.status("1")["last_attempt"] is not None)  # a round failed
     status = shipper.status("1")
@@ -176,7 +208,7 @@ def test_a_killed_shipping_process_is_started_again(tmp_path, tracking, monkeypa
     monkeypatch.setenv("CREDIT_RISK_SHIP_INTERVAL", "0.2")
     log = PredictionLog(tmp_path / "log")
     log.append(records(2, version="40"))
-    shipper = ShipperProcess(log.directory, tracking, {"model_run_id": "r1"})
+    shipper = ShipperProcess(log.directory, tracking)
     shipper.start()
     wait_for(lambda: shipper.status("40")["shipped_records"] == 2)
     wait_for(lambda: shipper.status("40")["role"] == "shipping")  # its report follows the state
@@ -187,7 +219,8 @@ def test_a_killed_shipping_process_is_started_again(tmp_path, tracking, monkeypa
     wait_for(lambda: shipper.status("40")["shipped_records"] == 5, timeout=60)
     assert shipper.is_alive() and shipper.child.pid != first.pid
     run = MlflowClient(tracking).get_run(shipper.status("40")["run_id"])
-    assert run.data.tags["model_run_id"] == "r1"
+    # the registry has no version 40: the run names the version, no training run
+    assert run.data.tags["serving_model_version"] == "40" and "model_run_id" not in run.data.tags
     assert shipped_totals(tracking, run.info.run_id)[0] == 5
 
 
@@ -195,7 +228,7 @@ SUPERVISING_PARENT = """
 import sys, time
 from pathlib import Path
 from credit_risk.serving.shipping_process import ShipperProcess
-shipper = ShipperProcess(Path(sys.argv[1]), sys.argv[2], {})
+shipper = ShipperProcess(Path(sys.argv[1]), sys.argv[2])
 shipper.start()
 while not shipper.is_alive():
     time.sleep(0.05)
@@ -220,7 +253,7 @@ def test_the_shipping_process_ends_with_its_service(tmp_path, tracking):
     parent.kill()
     parent.wait()
     wait_for(lambda: not _running(child), timeout=10)
-    successor = Shipper(directory, tracking, {})
+    successor = Shipper(directory, tracking)
     wait_for(successor._take_lock, timeout=10)  # its last threads may still be exiting
 
 
@@ -237,7 +270,7 @@ def test_two_log_directories_on_one_run_count_every_record_once(tmp_path, tracki
     """Replicas (or a restart with a new log folder) ship to one serving run; the totals
     in MLflow are the records shipped, whichever ships last."""
     first, second = PredictionLog(tmp_path / "a"), PredictionLog(tmp_path / "b")
-    shippers = [Shipper(tmp_path / "a", tracking, {}), Shipper(tmp_path / "b", tracking, {})]
+    shippers = [Shipper(tmp_path / "a", tracking), Shipper(tmp_path / "b", tracking)]
     for round_number in range(3):
         first.append(records(5, version="7", start=100 * round_number))
         second.append(records(11, version="7", start=100 * round_number + 50))
@@ -254,7 +287,7 @@ def test_a_retried_shipment_is_not_counted_twice(tmp_path, tracking):
     """A shipment whose progress could not be saved is shipped again, from the same offset
     and longer if the log grew: the run's totals still count each record once."""
     log = PredictionLog(tmp_path / "log")
-    shipper = Shipper(tmp_path / "log", tracking, {})
+    shipper = Shipper(tmp_path / "log", tracking)
     log.append(records(4, version="8"))
     shipper.ship_once()
     (tmp_path / "log" / STATE_FILE).write_text(json.dumps(before_last_shipment(tmp_path)))
@@ -278,9 +311,9 @@ def test_runs_follow_the_model_version_and_the_tracking_store(tmp_path, tracking
     records go to the run of their own version in the store configured now."""
     directory = tmp_path / "log"
     PredictionLog(directory).append(records(2, version="11"))
-    Shipper(directory, tracking, {}).ship_once()
+    Shipper(directory, tracking).ship_once()
     PredictionLog(directory).append(records(3, version="12"))  # the upgraded service's file
-    Shipper(directory, tracking, {}).ship_once()
+    Shipper(directory, tracking).ship_once()
     runs = serving_runs(tracking)
     assert len(runs["11"]) == len(runs["12"]) == 1
     assert shipped_totals(tracking, runs["11"][0])[0] == 2
@@ -288,7 +321,7 @@ def test_runs_follow_the_model_version_and_the_tracking_store(tmp_path, tracking
 
     other = f"sqlite:///{tmp_path / 'other.db'}"
     PredictionLog(directory).append(records(4, version="12", start=10))
-    shipper = Shipper(directory, other, {})
+    shipper = Shipper(directory, other)
     shipper.ship_once()
     assert shipped_totals(other, shipper.status("12")["run_id"])[0] == 4
     assert shipped_totals(tracking, runs["12"][0])[0] == 3
@@ -304,7 +337,7 @@ def test_finished_shipped_files_are_compressed_or_deleted(
     log = PredictionLog(directory, max_bytes=3000)
     for group in range(5):
         log.append(records(3, version="21", start=3 * group))
-    Shipper(directory, tracking, {}).ship_once()
+    Shipper(directory, tracking).ship_once()
     plain = sorted(directory.glob("predictions-*.jsonl"))
     assert plain == [log.path]  # only the file still being written is left as it was
     compressed = sorted(directory.glob("predictions-*.jsonl.gz"))
@@ -318,12 +351,29 @@ def test_finished_shipped_files_are_compressed_or_deleted(
 
 
 @pytest.mark.slow
+def test_pending_bytes_leave_out_shipped_files_deleted_by_hand(tmp_path, tracking):
+    """A finished log file, fully shipped and kept, then deleted: nothing of it is pending."""
+    directory = tmp_path / "log"
+    log = PredictionLog(directory, max_bytes=3000)
+    for group in range(3):
+        log.append(records(3, start=3 * group))
+    shipper = Shipper(directory, tracking)
+    shipper.ship_once()
+    finished = [path for path in log_files(directory) if path != log.path]
+    assert finished and shipper.status("1")["pending_bytes"] == 0
+    finished[0].unlink()
+    size = log.path.stat().st_size
+    log.append(records(1, start=9))
+    assert shipper.status("1")["pending_bytes"] == log.path.stat().st_size - size
+
+
+@pytest.mark.slow
 def test_a_full_disk_stops_neither_the_log_nor_the_shipper(tmp_path, tracking, small_tmpfs):
     """On a full tmpfs appends fail cleanly and saving the shipping state fails; with space
     again, both go on, every line is a record and MLflow counts each one once."""
     directory = small_tmpfs / "log"
     log = PredictionLog(directory)
-    shipper = Shipper(directory, tracking, {})
+    shipper = Shipper(directory, tracking)
     log.append(records(10, version="31"))
     filler = small_tmpfs / "filler"
     fill(filler)
@@ -388,7 +438,7 @@ def test_a_round_ships_what_the_log_held_when_it_began(tmp_path, tracking):
     (one chunk), not a trail of tiny chunks chasing its end; the next round takes the rest."""
     log = PredictionLog(tmp_path / "log")
     log.append(records(2000, version="9"))
-    shipper = Shipper(log.directory, tracking, {})
+    shipper = Shipper(log.directory, tracking)
     done = threading.Event()
 
     def keep_writing() -> None:

@@ -4,6 +4,7 @@ A tiny Production model is trained by the pipeline functions into a temporary ML
 imported into a temporary BentoML home; nothing touches the project's own stores.
 """
 
+import gzip
 import json
 import os
 import shutil
@@ -18,13 +19,23 @@ import httpx
 import mlflow
 import pandas as pd
 import pytest
-from conftest import CREDIT_RISK, PROJECT, Server, free_port, hammering
+from conftest import (
+    CREDIT_RISK,
+    PROJECT,
+    SERVICE,
+    Server,
+    free_port,
+    hammering,
+    make_project_folder,
+    pipeline_env,
+)
 
 from credit_risk.ml.contract import EXAMPLE_APPLICANT as SAMPLE
 from credit_risk.ml.contract import FEATURE_NAMES
 from credit_risk.params import load_params
 from credit_risk.serving.prediction_log import read_records
 
+pytestmark = pytest.mark.slow  # real `bentoml serve`, `credit-risk` and pipeline runs
 THRESHOLD = load_params(PROJECT / "params.yaml")["serve"]["threshold"]
 RISKY = SAMPLE | {"NumberOfTimes90DaysLate": 3, "RevolvingUtilizationOfUnsecuredLines": 1.2}
 CREDIT_RISK_IMPORT = [CREDIT_RISK, "import"]
@@ -62,7 +73,25 @@ def test_import_refuses_without_production_model(project, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert empty in lines[0] and "credit-risk-model" in lines[0] and "Production" in lines[0]
+    assert "run `dvc repro`" in lines[0]
     assert not (tmp_path / "bentoml" / "models" / "credit-risk-model").exists()
+
+
+@pytest.mark.parametrize(
+    "command", [["import"], ["status"], ["promote", "1", "--reason", "a test"]]
+)
+def test_commands_before_dvc_repro_name_it_and_create_no_store(command, tmp_path):
+    """No ``mlflow.db`` yet (a fresh clone): one line naming `dvc repro`; no file is made."""
+    folder = make_project_folder(tmp_path / "project")
+    before = sorted(folder.rglob("*"))
+    env = pipeline_env(BENTOML_HOME=str(tmp_path / "bentoml"), BENTOML_DO_NOT_TRACK="true")
+    result = run([CREDIT_RISK, *command], env, folder, False)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == (
+        f"{command[0]}: error: no MLflow tracking store at sqlite:///{folder / 'mlflow.db'}: "
+        "run `dvc repro` first (it trains, registers and promotes the model)\n"
+    )
+    assert sorted(folder.rglob("*")) == before and not (tmp_path / "bentoml" / "models").exists()
 
 
 def test_import_again_keeps_the_served_model(project):
@@ -102,6 +131,18 @@ def serve_refused(env: dict, cwd: Path) -> str:
     return lines[0]
 
 
+def test_serve_before_import_names_it(tmp_path):
+    """An empty BentoML store: one line naming `credit-risk import`, not BentoML's cloud."""
+    home = tmp_path / "bentoml"
+    env = pipeline_env(BENTOML_HOME=str(home), BENTOML_DO_NOT_TRACK="true")
+    result = run(["bentoml", "serve", SERVICE, "--port", "0"], env, tmp_path, False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"Error: [serve] `serve` failed: credit-risk service: no imported model "
+        f"credit-risk-model in the BentoML store {home}; run `credit-risk import` first"
+    ]
+
+
 def test_serve_refuses_when_the_prediction_log_cannot_be_written(project, tmp_path):
     folder, env = project
     (tmp_path / "a-file").write_text("")
@@ -119,8 +160,9 @@ def test_serve_refuses_without_production_version(project, tmp_path):
     assert empty in line and "credit-risk-model" in line and "no Production version" in line
 
 
-def test_serve_refuses_a_stale_model_until_imported(project, tmp_path):
-    """Production moved by hand: the old import is refused; after `import` the new one serves."""
+def test_serve_follows_production_beyond_the_imported_model(project, tmp_path):
+    """Production moved by hand: `status` says the import is not current, and `bentoml serve`
+    serves the Production version, fetched and verified at start, without `credit-risk import`."""
     folder, env = project
     shutil.copy(folder / "mlflow.db", tmp_path / "mlflow.db")
     env = env | {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
@@ -133,19 +175,17 @@ def test_serve_refuses_a_stale_model_until_imported(project, tmp_path):
         client.set_model_version_tag("credit-risk-model", second.version, tag, value)
     client.set_registered_model_alias("credit-risk-model", "production", second.version)
 
-    line = serve_refused(env, folder)
-    assert env["MLFLOW_TRACKING_URI"] in line and "credit-risk-model" in line
-    assert "is version 2" in line and "is version 1" in line
-    assert "credit-risk import" in line
     text, status = credit_risk_status(env, folder)
     assert status["production"]["version"] == "2" and status["imported"]["model_version"] == "1"
     assert status["import_is_current"] is False and "run `credit-risk import`" in text
 
-    env["BENTOML_HOME"] = str(tmp_path / "bentoml")
-    run(CREDIT_RISK_IMPORT, env, folder)
     server = Server(env | {"CREDIT_RISK_PREDICTION_LOG": str(tmp_path / "predictions")}, folder)
     try:
-        assert httpx.get(f"{server.url}/model/info").json()["model_version"] == "2"
+        info = httpx.get(f"{server.url}/model/info").json()
+        assert info["model_version"] == "2" and info["loaded_from"].startswith("MLflow registry")
+        assert info["bento_model"].startswith("credit-risk-model:")  # the fallback, version 1
+        answer = httpx.post(f"{server.url}/predict", json=SAMPLE).json()
+        assert answer["model_version"] == "2"
     finally:
         server.stop()
 
@@ -247,6 +287,18 @@ def test_bad_request_is_4xx(client, path, content, content_type):
     assert 400 <= answer.status_code < 500, answer.text
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "br"])
+def test_an_encoded_body_is_415_naming_the_encoding(client, encoding):
+    body = gzip.compress(json.dumps(SAMPLE).encode())
+    for path in ("/predict", "/predict/batch"):
+        answer = client.post(
+            path,
+            content=body,
+            headers={"content-type": "application/json", "content-encoding": encoding},
+        )
+        assert answer.status_code == 415 and f"Content-Encoding: {encoding}" in answer.text
+
+
 def test_predictions_logged_locally_and_in_mlflow(project, server, client):
     folder, env = project
     with ThreadPoolExecutor(8) as pool:
@@ -289,7 +341,6 @@ def shipping_error(server: Server) -> str | None:
     return httpx.get(f"{server.url}/health").json()["prediction_log"]["mlflow"]["error"]
 
 
-@pytest.mark.slow
 def test_sigkill_under_load_loses_no_acknowledged_prediction(project, tmp_path):
     """MLflow goes down, then SIGKILL mid-burst; a restart with MLflow back ships every record.
 
@@ -355,11 +406,11 @@ def test_sigkill_under_load_loses_no_acknowledged_prediction(project, tmp_path):
     assert logged <= mlflow_records(project[1], shipping["run_id"]).keys()
 
 
-@pytest.mark.slow
 def test_built_bento_serves_in_a_fresh_venv(project, tmp_path):
     """`bentoml build`, export, import into an empty BentoML home, serve from a new venv.
 
-    With no tracking store configured the bento serves its packaged model unchecked.
+    A bento refuses to start without API keys; with a keys file it serves, and with no tracking
+    store configured it serves its packaged model unchecked.
     """
     folder, env = project
     bentoml = str(Path(sys.executable).parent / "bentoml")
@@ -385,10 +436,24 @@ def test_built_bento_serves_in_a_fresh_venv(project, tmp_path):
     fresh.pop("VIRTUAL_ENV", None)
     fresh.pop("MLFLOW_TRACKING_URI")
     run([str(venv / "bin" / "bentoml"), "import", str(archive)], fresh, tmp_path)
+    serve = [str(venv / "bin" / "bentoml"), "serve", "credit-risk-service:latest", "--port", "0"]
+    refused = run(serve, fresh, tmp_path, check=False)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert [line for line in refused.stderr.splitlines() if "refusing to start" in line] == [
+        "credit-risk service: refusing to start: no API keys: set CREDIT_RISK_API_KEYS_FILE to a "
+        "keys file (`credit-risk keys add NAME`), or CREDIT_RISK_ALLOW_ANONYMOUS=1 to serve "
+        "without keys"
+    ]
+    keys_file = tmp_path / "api-keys"
+    key = run([CREDIT_RISK, "keys", "add", "verify", "--file", str(keys_file)], env, tmp_path)
+    fresh["CREDIT_RISK_API_KEYS_FILE"] = str(keys_file)
     server = Server(fresh, tmp_path, "credit-risk-service:latest", str(venv / "bin" / "bentoml"))
     try:
         result = subprocess.run(
-            [str(PROJECT / "tests" / "verify.sh"), server.url], capture_output=True, text=True
+            [str(PROJECT / "tests" / "verify.sh"), server.url],
+            capture_output=True,
+            text=True,
+            env=os.environ | {"CREDIT_RISK_API_KEY": key.stdout.strip()},
         )
         health = httpx.get(f"{server.url}/health").json()
     finally:

@@ -17,6 +17,7 @@ import psutil
 import pytest
 from conftest import Server
 from openapi_spec_validator import validate
+from test_api_keys import added_key
 
 from credit_risk.ml.contract import EXAMPLE_APPLICANT, FEATURES
 from credit_risk.serving.prediction_log import read_records
@@ -154,20 +155,33 @@ def test_counts_written_as_whole_floats_are_accepted(server):
     assert fraction.status_code == 400 and "whole number" in fraction.text
 
 
-def test_the_openapi_document_is_valid_and_the_api_survives_fuzzing(server, tmp_path):
+def test_the_openapi_document_is_valid_and_the_api_survives_fuzzing(project, server, tmp_path):
+    """Fuzzed with a key, against a service with keys: the document declares them (its checks
+    include that a request without the key is refused)."""
     document = httpx.get(f"{server.url}/openapi.json").json()
     validate(document)
+    assert httpx.get(f"{server.url}/docs.json").status_code == 200  # BentoML's, with the routes
+    assert "Warning" not in server.output.read_text()  # e.g. FastAPI's "Duplicate Operation ID"
     predict = document["paths"]["/predict"]["post"]
-    assert {"200", "400", "413", "415", "503"} <= set(predict["responses"])
+    assert {"200", "400", "401", "413", "415", "503"} <= set(predict["responses"])
+    folder, env = project
+    keys_file = tmp_path / "api-keys"
+    key = added_key(keys_file, "fuzzer")
+    keyed = Server(env | {"CREDIT_RISK_API_KEYS_FILE": str(keys_file),
+                          "CREDIT_RISK_PREDICTION_LOG": str(tmp_path / "log")}, folder)  # fmt: skip
     schemathesis = Path(sys.executable).parent / "schemathesis"
-    fuzzed = subprocess.run(
-        [str(schemathesis), "run", f"{server.url}/openapi.json", "--checks", "all"]
-        + ["--max-examples", "40", "--seed", "1", "--no-color"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
-    )
+    try:
+        fuzzed = subprocess.run(
+            [str(schemathesis), "run", f"{keyed.url}/openapi.json", "--checks", "all"]
+            + ["--max-examples", "40", "--seed", "1", "--no-color"]
+            + ["--header", f"Authorization: Bearer {key}"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=tmp_path,
+        )
+    finally:
+        keyed.stop()
     assert fuzzed.returncode == 0, fuzzed.stdout[-4000:]
 
 

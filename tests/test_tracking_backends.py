@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import free_port, pipeline_env, run, start_mlflow_server, stop
+from conftest import CREDIT_RISK, free_port, pipeline_env, run, start_mlflow_server, stop
 from test_pipeline_dvc import registry_state, set_param
 
 from credit_risk.ml.contract import FEATURE_NAMES
@@ -18,8 +18,8 @@ pytestmark = pytest.mark.slow
 
 
 def retrain_and_promote(repo: Path, env: dict, uri: str) -> None:
-    """A second model within the gate's margin becomes Production; the first is archived."""
-    set_param(repo, "train.hist_gradient_boosting", "max_iter", 190)
+    """A second, better model becomes Production; the first is archived."""
+    set_param(repo, "train.hist_gradient_boosting", "learning_rate", 0.03)
     run(["dvc", "repro"], repo, env)
     assert registry_state(uri) == {
         "runs": 2, "versions": [1, 2], "production": 2, "stages": {1: "Archived", 2: "Production"}
@@ -125,3 +125,29 @@ def test_unreachable_server_fails_fast_and_registers_nothing(project_repo: Path)
     assert f"register: error: MLflow tracking server {url} is unreachable" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (project_repo / "reports/registration.json").exists()
+
+
+def test_unreachable_server_fails_dvc_repro_before_training(project_repo: Path):
+    """Nothing trained yet: the train stage checks the server first, in one line naming it."""
+    url = f"http://127.0.0.1:{free_port()}"
+    result = run(["dvc", "repro"], project_repo, pipeline_env(MLFLOW_TRACKING_URI=url),
+                 check=False, timeout=120)  # fmt: skip
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if ": error: " in line]
+    assert errors == [
+        f"train: error: MLflow tracking server {url} is unreachable: Connection refused"
+    ]
+    assert not (project_repo / "models/model.skops").exists()
+
+
+@pytest.mark.parametrize("command", [["import"], ["status"], ["promote", "1", "--reason", "test"]])
+def test_a_database_server_that_is_down_fails_a_command_in_seconds(command, tmp_path):
+    """A direct ``postgresql://`` store on a closed port: one line, not a minute of retries."""
+    uri = "postgresql://postgres:secret@127.0.0.1:1/mlflow"
+    env = pipeline_env(MLFLOW_TRACKING_URI=uri, BENTOML_HOME=str(tmp_path / "bentoml"))
+    result = run([CREDIT_RISK, *command], tmp_path, env, check=False, timeout=20)
+    assert result.returncode == 1 and "secret" not in result.stderr
+    assert result.stderr.splitlines() == [
+        f"{command[0]}: error: MLflow tracking database postgresql://postgres:***@127.0.0.1:1/mlflow"
+        " is unreachable: Connection refused"
+    ]

@@ -8,10 +8,12 @@ Subcommands import what they need when they run, so ``credit-risk --help`` is qu
 
 import argparse
 import json
+import sys
 from datetime import date
 from pathlib import Path
 
-from credit_risk.errors import errors_as_one_line
+from credit_risk.errors import errors_as_one_line, quiet_mlflow
+from credit_risk.registry.names import CHALLENGER_ALIAS
 from credit_risk.serving.image import SERVICE_IMAGE
 
 
@@ -25,6 +27,7 @@ def containerize_command(args: argparse.Namespace) -> None:
     from credit_risk.registry.store import project_root
     from credit_risk.serving.image import build_service_image, container_engine
 
+    print("containerize: importing the registry's Production version", flush=True)
     import_command(args)
     print(build_service_image(project_root(), args.engine or container_engine(), args.tag))
 
@@ -32,7 +35,13 @@ def containerize_command(args: argparse.Namespace) -> None:
 def promote_command(args: argparse.Namespace) -> None:
     from credit_risk.registry.promotion import promote_by_hand
 
-    print(promote_by_hand(args.version))
+    print(promote_by_hand(args.version, args.reason, args.override_gate))
+
+
+def history_command(args: argparse.Namespace) -> None:
+    from credit_risk.registry.promotion import show_history
+
+    print(show_history(args.json))
 
 
 def status_command(args: argparse.Namespace) -> None:
@@ -53,8 +62,57 @@ def drift_command(args: argparse.Namespace) -> int:
     return exit_status
 
 
+def compare_command(args: argparse.Namespace) -> int:
+    from credit_risk.monitoring.compare_report import compare_report
+    from credit_risk.serving.prediction_log import log_directory
+
+    message, exit_status = compare_report(
+        args.challenger, args.log_dir or log_directory(), args.since, args.until, args.output
+    )
+    print(message)
+    return exit_status
+
+
+def keys_command(args: argparse.Namespace) -> None:
+    from credit_risk.serving.api_keys import add_key, keys_file, read_keys, revoke_key
+
+    path = keys_file(args.file)
+    if args.action == "add":
+        key = add_key(path, args.name)
+        print(f"keys: added {args.name!r} to {path}; the key, shown only now:", file=sys.stderr)
+        print(key)
+    elif args.action == "revoke":
+        revoke_key(path, args.name)
+        print(f"keys: revoked {args.name!r} in {path}")
+    else:
+        for key in read_keys(path):
+            print(f"{key.name}  added {key.added}")
+
+
+def add_window(command: argparse.ArgumentParser) -> None:
+    """LOG_DIR, ``--since`` and ``--until``, as ``drift`` and ``compare`` take them."""
+    command.add_argument(
+        "log_dir", nargs="?", type=Path, metavar="LOG_DIR",
+        help="prediction log directory (default: $CREDIT_RISK_PREDICTION_LOG, else "
+        "monitoring/predictions, as the service resolves it)",
+    )  # fmt: skip
+    for option, which in (("--since", "first"), ("--until", "last")):
+        command.add_argument(
+            option, type=date.fromisoformat, metavar="DATE",
+            help=f"{which} day (UTC, YYYY-MM-DD) of predictions to include (default: all)",
+        )  # fmt: skip
+
+
+def challenger_reference(text: str) -> str:
+    """A registry version number or an alias name (argparse type of ``compare``)."""
+    if not text or not text.replace("-", "").replace("_", "").isalnum():
+        raise argparse.ArgumentTypeError(f"not a version number or alias: {text!r}")
+    return text
+
+
 def parser() -> argparse.ArgumentParser:
-    """The command line: ``credit-risk {import,containerize,promote,status,drift}``."""
+    """The command line: ``credit-risk {import,containerize,promote,history,status,drift,
+    compare,keys}``."""
     main_parser = argparse.ArgumentParser(
         prog="credit-risk", description="Credit-risk model registry and serving commands."
     )
@@ -75,10 +133,22 @@ def parser() -> argparse.ArgumentParser:
     )
     containerize.set_defaults(handler=containerize_command)
     promote = commands.add_parser(
-        "promote", help="make VERSION the Production version (alias and stage), by hand"
+        "promote",
+        help="make VERSION the Production version (alias and stage) by hand, recording who "
+        "approved it ($CREDIT_RISK_APPROVER, else user@host), when and why",
     )
     promote.add_argument("version", type=int, metavar="VERSION")
+    promote.add_argument("--reason", required=True, help="why (recorded in the history)")
+    promote.add_argument(
+        "--override-gate", action="store_true",
+        help="promote a version the gate rejected (recorded as such)",
+    )  # fmt: skip
     promote.set_defaults(handler=promote_command)
+    history = commands.add_parser(
+        "history", help="every change of Production (gate or by hand), newest first"
+    )
+    history.add_argument("--json", action="store_true", help="print the history as JSON")
+    history.set_defaults(handler=history_command)
     status = commands.add_parser(
         "status", help="what the registry and the BentoML store hold, and whether they agree"
     )
@@ -89,27 +159,56 @@ def parser() -> argparse.ArgumentParser:
         help="report how far the logged applicants and answers drifted from the served model's "
         "training reference (exit 3 when significantly)",
     )
-    drift.add_argument(
-        "log_dir", nargs="?", type=Path, metavar="LOG_DIR",
-        help="prediction log directory (default: $CREDIT_RISK_PREDICTION_LOG, else "
-        "monitoring/predictions, as the service resolves it)",
-    )  # fmt: skip
-    for option, which in (("--since", "first"), ("--until", "last")):
-        drift.add_argument(
-            option, type=date.fromisoformat, metavar="DATE",
-            help=f"{which} day (UTC, YYYY-MM-DD) of predictions to include (default: all)",
-        )  # fmt: skip
+    add_window(drift)
     drift.add_argument(
         "--output", type=Path, default=Path("reports/drift"), metavar="DIR",
         help="where drift.html and drift.json go (default: %(default)s)",
     )  # fmt: skip
     drift.set_defaults(handler=drift_command)
+    compare = commands.add_parser(
+        "compare",
+        help="parallel run: score the logged applicants with a challenger and report the swap "
+        "sets against the champion's answers (exit 3 when the swap share is above "
+        "compare.max_swap_share)",
+    )
+    compare.add_argument(
+        "challenger", nargs="?", type=challenger_reference, default=CHALLENGER_ALIAS,
+        metavar="CHALLENGER", help="registry version number or alias (default: %(default)s)",
+    )  # fmt: skip
+    add_window(compare)
+    compare.add_argument(
+        "--output", type=Path, default=Path("reports/compare"), metavar="DIR",
+        help="where compare.html and compare.json go (default: %(default)s)",
+    )  # fmt: skip
+    compare.set_defaults(handler=compare_command)
+    keys = commands.add_parser(
+        "keys",
+        help="the scoring API's keys: add (prints the new key once, stores its hash), revoke, list",
+    )
+    key_actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, text in (
+        ("add", "make a key named NAME: prints it once (stdout), stores its SHA-256"),
+        ("revoke", "remove the key named NAME: the service refuses it within a second"),
+        ("list", "the names of the keys and when each was added"),
+    ):
+        key_action = key_actions.add_parser(action, help=text)
+        if action != "list":
+            key_action.add_argument("name", metavar="NAME")
+        key_action.add_argument(
+            "--file", type=Path, metavar="PATH",
+            help="the keys file (default: $CREDIT_RISK_API_KEYS_FILE)",
+        )  # fmt: skip
+    keys.set_defaults(handler=keys_command)
     return main_parser
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``credit-risk`` console script."""
-    args = parser().parse_args(argv)
+    command_line = parser()
+    args = command_line.parse_args(argv)
+    if args.command == "compare" and args.since and args.until and args.until < args.since:
+        command_line.error(f"--until {args.until} is before --since {args.since}")
+    quiet_mlflow()
     with errors_as_one_line(args.command):
         exit_status = args.handler(args)
     if exit_status:

@@ -1,5 +1,7 @@
-"""The one place an expected error becomes one line on stderr and exit status 1."""
+"""What a command prints besides its own lines: an expected error as one line on stderr
+(exit status 1), MLflow's warnings and errors only."""
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,3 +25,9 @@ def errors_as_one_line(command: str, params_file: str = "params.yaml") -> Iterat
             message = f"{params_file}: missing setting {error}"
         print(f"{command}: error: {message}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def quiet_mlflow() -> None:
+    """MLflow logs warnings and errors only (not its INFO lines about database tables and
+    the like), unless ``MLFLOW_LOGGING_LEVEL`` says otherwise. Call before importing MLflow."""
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")

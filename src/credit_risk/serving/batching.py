@@ -28,21 +28,27 @@ class ScoringError(RuntimeError):
 
 
 class GroupCommit:
-    """Scores requests in groups with ``score``, which returns a prediction or an exception
-    per applicant (so one bad row fails alone), in an executor thread."""
+    """Scores requests in groups with ``score(applicants, api_keys)``, which returns a
+    prediction or an exception per applicant (so one bad row fails alone), in an executor
+    thread; ``api_keys`` are the names of the callers' keys, for the log records."""
 
-    def __init__(self, score: Callable[[list[dict]], list], executor: Executor):
+    def __init__(self, score: Callable[[list[dict], list[str | None]], list], executor: Executor):
         self.score, self.executor = score, executor
         self.max_waiting = int(os.environ.get(MAX_WAITING_ENV) or DEFAULT_MAX_WAITING)
-        self.waiting: list[tuple[dict, Callable[[], Awaitable[bool]], asyncio.Future]] = []
+        self.waiting: list[
+            tuple[dict, str | None, Callable[[], Awaitable[bool]], asyncio.Future]
+        ] = []
         self.task: asyncio.Task | None = None
 
-    async def submit(self, applicant: dict, client_gone: Callable[[], Awaitable[bool]]) -> dict:
-        """The logged prediction for ``applicant``; ``client_gone`` tells if the caller left."""
+    async def submit(
+        self, applicant: dict, client_gone: Callable[[], Awaitable[bool]], api_key: str | None
+    ) -> dict:
+        """The logged prediction for ``applicant``; ``client_gone`` tells if the caller left,
+        ``api_key`` is the name of the caller's key (None when anonymous)."""
         if len(self.waiting) >= self.max_waiting:
             raise Overloaded(f"{self.max_waiting} requests are waiting to be scored")
         future = asyncio.get_running_loop().create_future()
-        self.waiting.append((applicant, client_gone, future))
+        self.waiting.append((applicant, api_key, client_gone, future))
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._drain())
         return await future
@@ -52,20 +58,21 @@ class GroupCommit:
         while self.waiting:
             group, self.waiting = self.waiting[:MAX_GROUP], self.waiting[MAX_GROUP:]
             live = []
-            for applicant, client_gone, future in group:
+            for applicant, api_key, client_gone, future in group:
                 if future.done() or await client_gone():
                     future.cancel()
                 else:
-                    live.append((applicant, future))
+                    live.append((applicant, api_key, future))
             if not live:
                 continue
             try:
+                applicants, api_keys, _ = zip(*live, strict=True)
                 results = await loop.run_in_executor(
-                    self.executor, self.score, [applicant for applicant, _ in live]
+                    self.executor, self.score, list(applicants), list(api_keys)
                 )
             except Exception as error:  # noqa: BLE001 - every request of the group gets it
                 results = [error] * len(live)
-            for (_, future), result in zip(live, results, strict=True):
+            for (*_, future), result in zip(live, results, strict=True):
                 if future.done():
                     continue
                 if isinstance(result, Exception):

@@ -5,7 +5,8 @@
 everything the service reports about what it serves, the decision threshold included, taken
 from the registry. Nothing in the artifact decides how it is loaded: the file must be skops,
 match the SHA256 recorded at registration (``model_sha256``) and hold only the project's
-trusted types; :func:`load_served_model` checks the hash again before the service uses it.
+trusted types (:mod:`credit_risk.registry.model_artifact`); the service checks all of it
+again before it serves the file (:mod:`credit_risk.serving.live_model`).
 The training run's reference profile (drift reference) is copied along, its SHA256 recorded.
 """
 
@@ -17,13 +18,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import bentoml
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from credit_risk.ml.contract import REASON_CODES_VERSION
 from credit_risk.ml.fingerprints import file_sha256
 from credit_risk.ml.profile import read_profile
 from credit_risk.registry.lookups import production_version
+from credit_risk.registry.model_artifact import MODEL_FILE, download_artifact, verified_model
 from credit_risk.registry.names import (
     MODEL_NAME,
     PRODUCTION_ALIAS,
@@ -40,8 +41,6 @@ BENTO_MODEL = MODEL_NAME
 """The BentoML store name; each import adds a version."""
 SERVED_MODEL_KEY = "served_model"
 """The BentoML model's metadata key holding the :class:`ServedModel` record."""
-MODEL_FILE = "model.skops"
-"""The model file, in the MLflow artifact and in the BentoML model."""
 PROFILE_FILE = PROFILE_ARTIFACT
 """The reference profile of the training run, in the BentoML model (when the run has one)."""
 
@@ -71,6 +70,10 @@ class ServedModel(BaseModel):
     """SHA256 of the BentoML model's reference profile; empty if its run has none (logged
     before profiles existed)."""
 
+    def key(self) -> tuple[str, str, str]:
+        """What identifies the release: registry version, run and model file SHA256."""
+        return self.model_version, self.run_id, self.model_sha256
+
     @classmethod
     def of(cls, model: bentoml.Model) -> "ServedModel":
         """The record of a BentoML model made by :func:`import_production`."""
@@ -83,8 +86,38 @@ class ServedModel(BaseModel):
             ) from None
 
 
+def version_key(version) -> tuple[str, str, str | None]:
+    """:meth:`ServedModel.key` of a registry ``ModelVersion``."""
+    return str(version.version), version.run_id, version.tags.get(TAG_MODEL_SHA256)
+
+
 class ImportRefused(RuntimeError):
     """There is nothing (valid) to import."""
+
+
+def bentoml_store_path() -> Path:
+    """The BentoML home whose model store ``credit-risk import`` writes to."""
+    return Path(os.environ.get("BENTOML_HOME") or Path.home() / "bentoml")
+
+
+class ImportedModel(bentoml.models.BentoModel):
+    """A service's model from the local BentoML store: where ``credit-risk import`` has not
+    put it, an error saying so, not BentoML's attempt to fetch it from BentoCloud."""
+
+    def to_info(self, alias: str | None = None):
+        self._require_import()
+        return super().to_info(alias)
+
+    def resolve(self, base_path=None):
+        self._require_import()
+        return super().resolve(base_path)
+
+    def _require_import(self) -> None:
+        if self.stored is None:
+            raise bentoml.exceptions.NotFound(
+                f"credit-risk service: no imported model {self.tag.name} in the BentoML store "
+                f"{bentoml_store_path()}; run `credit-risk import` first"
+            )
 
 
 def latest_import() -> bentoml.Model | None:
@@ -98,7 +131,6 @@ def latest_import() -> bentoml.Model | None:
 def import_production() -> str:
     """Import the Production version into the BentoML store (unless it is the newest there)."""
     from mlflow import MlflowClient
-    from mlflow.artifacts import download_artifacts
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = configure_tracking(project_root())
@@ -108,48 +140,18 @@ def import_production() -> str:
         if version is None:
             raise ImportRefused(
                 f"MLflow at {redact(uri)} has no Production version of {MODEL_NAME} "
-                f"(alias @{PRODUCTION_ALIAS}); nothing imported"
+                f"(alias @{PRODUCTION_ALIAS}); nothing imported: run `dvc repro` (it registers "
+                "the model and promotes it if it passes the gate)"
             )
-        for tag in (TAG_SERVE_THRESHOLD, TAG_SCORE_SCALE, TAG_MODEL_SHA256):
-            if tag not in version.tags:
-                raise ImportRefused(
-                    f"{MODEL_NAME} version {version.version} in MLflow at {redact(uri)} has no "
-                    f"{tag} tag; run `dvc repro` (its register stage sets it)"
-                )
-        run = client.get_run(version.run_id)
-        artifacts = {artifact.path for artifact in client.list_artifacts(version.run_id)}
-    served = ServedModel(
-        model_name=MODEL_NAME,
-        model_version=str(version.version),
-        model_stage=PRODUCTION_STAGE,
-        alias=PRODUCTION_ALIAS,
-        run_id=version.run_id,
-        dataset_hash=run.data.tags.get(TAG_DATASET_HASH, ""),
-        model_sha256=version.tags[TAG_MODEL_SHA256],
-        decision_threshold=float(version.tags[TAG_SERVE_THRESHOLD]),
-        score_scale=json.loads(version.tags[TAG_SCORE_SCALE]),
-        reason_codes_version=REASON_CODES_VERSION,
-        metrics=run.data.metrics,
-        trained_at=datetime.fromtimestamp(run.info.start_time / 1000, UTC).isoformat(),
-        imported_at=datetime.now(UTC).isoformat(),
-        tracking_uri=redact(uri),
-    )
+        served = registry_record(client, uri, version, PRODUCTION_STAGE, PRODUCTION_ALIAS)
     with tempfile.TemporaryDirectory() as folder:
-        profile = None
-        if PROFILE_ARTIFACT in artifacts:
-            with tracking_errors(uri):
-                profile = Path(download_artifacts(run_id=version.run_id,
-                    artifact_path=PROFILE_ARTIFACT, dst_path=f"{folder}/profile"))  # fmt: skip
-            read_profile(profile)
+        profile = download_profile(client, uri, version.run_id, Path(folder))
+        if profile is not None:
             served = served.model_copy(update={"reference_profile_sha256": file_sha256(profile)})
         current = latest_import()
         if current is not None and _same_release(current, served):
             return f"{current.tag} is already {MODEL_NAME} version {version.version} (Production)"
-        with tracking_errors(uri):
-            artifact = download_artifacts(
-                f"models:/{MODEL_NAME}/{version.version}", dst_path=f"{folder}/model"
-            )
-        model_file = verified_model_file(Path(artifact), served)
+        model_file = download_verified(uri, served, Path(folder))
         with bentoml.models.create(
             BENTO_MODEL,
             labels={"registry_version": served.model_version, "run_id": served.run_id},
@@ -164,35 +166,63 @@ def import_production() -> str:
     )
 
 
+def download_profile(client, uri: str, run_id: str, folder: Path) -> Path | None:
+    """The training run's reference profile, downloaded into ``folder`` and checked; None if
+    the run has none (logged before profiles existed)."""
+    from mlflow.artifacts import download_artifacts
+
+    with tracking_errors(uri):
+        if PROFILE_ARTIFACT not in {artifact.path for artifact in client.list_artifacts(run_id)}:
+            return None
+        target = str(folder / "profile")
+        profile = download_artifacts(
+            run_id=run_id, artifact_path=PROFILE_ARTIFACT, dst_path=target, tracking_uri=uri
+        )
+    profile = Path(profile)
+    read_profile(profile)
+    return profile
+
+
+def registry_record(client, uri: str, version, stage: str, alias: str) -> ServedModel:
+    """The :class:`ServedModel` record of a registry ``version`` (a ``ModelVersion``); raises
+    :class:`ImportRefused` when it lacks a tag the register stage sets."""
+    with tracking_errors(uri):
+        for tag in (TAG_SERVE_THRESHOLD, TAG_SCORE_SCALE, TAG_MODEL_SHA256):
+            if tag not in version.tags:
+                raise ImportRefused(
+                    f"{MODEL_NAME} version {version.version} in MLflow at {redact(uri)} has no "
+                    f"{tag} tag; run `dvc repro` (its register stage sets it)"
+                )
+        run = client.get_run(version.run_id)
+    return ServedModel(
+        model_name=MODEL_NAME,
+        model_version=str(version.version),
+        model_stage=stage,
+        alias=alias,
+        run_id=version.run_id,
+        dataset_hash=run.data.tags.get(TAG_DATASET_HASH, ""),
+        model_sha256=version.tags[TAG_MODEL_SHA256],
+        decision_threshold=float(version.tags[TAG_SERVE_THRESHOLD]),
+        score_scale=json.loads(version.tags[TAG_SCORE_SCALE]),
+        reason_codes_version=REASON_CODES_VERSION,
+        metrics=run.data.metrics,
+        trained_at=datetime.fromtimestamp(run.info.start_time / 1000, UTC).isoformat(),
+        imported_at=datetime.now(UTC).isoformat(),
+        tracking_uri=redact(uri),
+    )
+
+
+def download_verified(uri: str, served: ServedModel, folder: Path) -> Path:
+    """The model file of ``served``'s registry version, downloaded into ``folder`` and
+    verified (:func:`verified_model_file`)."""
+    artifact = download_artifact(served.model_version, uri, folder / "model")
+    return verified_model_file(artifact, served)
+
+
 def verified_model_file(artifact: Path, served: ServedModel) -> Path:
     """The artifact's skops file, once it is known to be the registered, loadable model."""
-    where = f"{MODEL_NAME} version {served.model_version}"
-    try:
-        flavor = yaml.safe_load((artifact / "MLmodel").read_text())["flavors"]["sklearn"]
-    except (OSError, yaml.YAMLError, KeyError, TypeError):
-        raise ImportRefused(
-            f"{where}: the artifact has no scikit-learn MLmodel; refusing"
-        ) from None
-    stored = (flavor.get("serialization_format"), flavor.get("pickled_model"))
-    if stored != ("skops", MODEL_FILE):
-        raise ImportRefused(
-            f"{where}: the model is stored as {stored[0]!r} in {stored[1]!r}, not as skops in "
-            f"{MODEL_FILE!r}; only skops files are loaded: refusing"
-        )
-    model_file = artifact / MODEL_FILE
-    digest = file_sha256(model_file)
-    if digest != served.model_sha256:
-        raise ImportRefused(
-            f"{where}: {MODEL_FILE} has SHA256 {digest}, but {served.model_sha256} was "
-            "registered; the artifact was changed after registration: refusing"
-        )
-    from credit_risk.ml.model_file import load_model  # skops and scikit-learn: slow to import
-
-    try:
-        load_model(model_file)
-    except Exception as error:  # noqa: BLE001 - skops refuses untrusted types in many ways
-        raise ImportRefused(f"{where}: {MODEL_FILE} does not load: {error}") from None
-    return model_file
+    verified_model(artifact, served.model_version, served.model_sha256)
+    return artifact / MODEL_FILE
 
 
 def verify_model_file(model: bentoml.Model, served: ServedModel) -> Path:
@@ -223,13 +253,6 @@ def served_profile(model: bentoml.Model, served: ServedModel) -> dict:
             f"{served.reference_profile_sha256} was imported: refusing to use it"
         )
     return read_profile(path)
-
-
-def load_served_model(model: bentoml.Model, served: ServedModel):
-    """The imported model's sklearn Pipeline, its file checked once more."""
-    from credit_risk.ml.model_file import load_model
-
-    return load_model(verify_model_file(model, served))
 
 
 def _same_release(model: bentoml.Model, candidate: ServedModel) -> bool:

@@ -1,7 +1,8 @@
 """ASGI middleware for POST bodies: JSON only, within the route's size limit, read in full here.
 
 A body larger than its route's limit is answered 413 (at once from ``Content-Length``, or as
-soon as a streamed body passes the limit); a body that is not JSON 415. A client that goes
+soon as a streamed body passes the limit); a body that is not JSON, or is encoded
+(``Content-Encoding`` other than ``identity``: gzip is not decoded), 415. A client that goes
 away before its whole body arrived costs one INFO line and no response. The route then gets
 the body in one message; its later ``receive()`` calls reach the server, which is how it learns
 that a client went away while waiting for its answer.
@@ -32,6 +33,14 @@ class RequestBodies:
         content_type = headers.get(b"content-type", b"application/json")
         if content_type.split(b";")[0].strip().lower() != b"application/json":
             message = "the request body must be JSON (Content-Type: application/json)"
+            await JSONResponse({"error": message}, status_code=415)(scope, receive, send)
+            return
+        encoding = headers.get(b"content-encoding", b"identity").strip().lower()
+        if encoding != b"identity":
+            shown = encoding.decode("latin-1")[:40]
+            message = (
+                f"the request body must not be encoded (Content-Encoding: {shown}); send plain JSON"
+            )
             await JSONResponse({"error": message}, status_code=415)(scope, receive, send)
             return
         limit = MAX_BODY_BYTES.get(scope["path"], DEFAULT_MAX_BODY_BYTES)

@@ -8,7 +8,6 @@ checked for size and content type (:mod:`credit_risk.serving.request_bodies`).
 """
 
 import asyncio
-import warnings
 from typing import TYPE_CHECKING
 
 import bentoml
@@ -18,14 +17,25 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import ValidationError
 from starlette.responses import JSONResponse, Response
 
+from credit_risk.serving.api_keys import SCOPE_KEY, keys_status
 from credit_risk.serving.batching import Overloaded, ScoringError
 from credit_risk.serving.request_bodies import MAX_BODY_BYTES
-from credit_risk.serving.schemas import APPLICANT, BatchRequest, openapi_components
+from credit_risk.serving.schemas import (
+    APPLICANT,
+    BatchRequest,
+    ErrorResponse,
+    openapi_components,
+)
 
 if TYPE_CHECKING:
     from credit_risk.serving.service import CreditRiskService
 
 RETRY_AFTER_SECONDS = "1"
+BEARER = "bearerAuth"
+UNAUTHORIZED_WHY = (
+    "no valid API key (`Authorization: Bearer <key>`), when the service has keys "
+    "(CREDIT_RISK_API_KEYS_FILE); answered with `WWW-Authenticate: Bearer`"
+)
 
 app = FastAPI(title="credit-risk service", version="1")
 
@@ -57,13 +67,18 @@ def _post(body: str, ok: str, limit: int) -> dict:
         "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(body)}}},
         "responses": _responses(
             ok,
+            _401=UNAUTHORIZED_WHY,
             _400="the body is not valid JSON or breaks the feature contract (detail per field)",
             _413=f"the body is larger than {limit} bytes",
-            _415="the body is not application/json",
+            _415="the body is not application/json, or has a Content-Encoding (gzip, ...)",
             _503="the prediction could not be logged, the service is overloaded (Retry-After) "
             "or its model is no longer the registry's Production version",
         ),
     }
+
+
+PROTECTED = {401: {"description": UNAUTHORIZED_WHY, "model": ErrorResponse}}
+"""OpenAPI responses of a GET route that needs a key."""
 
 
 def _error(status: int, message: str, **headers: str) -> JSONResponse:
@@ -81,24 +96,40 @@ def _json(body) -> Response:
     return Response(orjson.dumps(body), media_type="application/json")
 
 
-@app.api_route("/", methods=["GET", "HEAD"])
+def get_and_head(path: str, **options):
+    """Register a GET route that also answers HEAD (for uptime checkers). HEAD, which HTTP
+    implies, is a route of its own left out of the OpenAPI document: one route for both
+    methods would give both operations one operation id. GET comes first: a 405 names the
+    first route's methods in ``Allow``."""
+
+    def register(endpoint):
+        route = app.get(path, **options)(endpoint)
+        app.head(path, include_in_schema=False)(endpoint)
+        return route
+
+    return register
+
+
+@get_and_head("/")
 async def index() -> dict:
     """Basic status."""
     return service().status()
 
 
-@app.api_route(
+@get_and_head(
     "/health",
-    methods=["GET", "HEAD"],
     responses={503: {"description": "failing: it cannot log predictions or must not serve"}},
 )
 async def health() -> JSONResponse:
-    """Model, registry and prediction-log health; 503 when the service cannot serve."""
-    body = service().health()
+    """Model, registry, prediction-log and API-key health; 503 when the service cannot serve;
+    ``degraded`` when the keys file became bad (the last good keys stay in use)."""
+    body = service().health() | {"api_keys": keys_status()}
+    if body["status"] == "ok" and body["api_keys"].get("error"):
+        body["status"] = "degraded"
     return JSONResponse(body, status_code=503 if body["status"] == "failing" else 200)
 
 
-@app.api_route("/model/info", methods=["GET", "HEAD"])
+@get_and_head("/model/info", responses=PROTECTED)
 async def model_info() -> dict:
     """What is served: registry version, run, data, training metrics, decision threshold."""
     return service().model_info()
@@ -115,7 +146,10 @@ async def predict(request: Request) -> Response:
     if refusal := running.refusal():
         return _error(503, refusal)
     try:
-        return _json(await running.group_commit.submit(applicant, request.is_disconnected))
+        prediction = await running.group_commit.submit(
+            applicant, request.is_disconnected, request.scope.get(SCOPE_KEY)
+        )
+        return _json(prediction)
     except Overloaded as error:
         return _error(503, f"overloaded: {error}", **{"Retry-After": RETRY_AFTER_SECONDS})
     except OSError as error:
@@ -139,7 +173,7 @@ async def predict_batch(request: Request) -> Response:
         return _error(503, refusal)
     try:
         predictions = await asyncio.get_running_loop().run_in_executor(
-            running.batch_scorer, running.score_batch, applicants
+            running.batch_scorer, running.score_batch, applicants, request.scope.get(SCOPE_KEY)
         )
     except OSError as error:
         return _error(503, f"predictions not logged: {error}")
@@ -149,15 +183,23 @@ async def predict_batch(request: Request) -> Response:
 
 
 def openapi() -> dict:
-    """FastAPI's OpenAPI document with the schemas as resolvable components. The GET routes
-    also answer HEAD (for uptime checkers), which HTTP implies and the document leaves out."""
+    """FastAPI's OpenAPI document with the schemas as resolvable components, and the bearer
+    scheme on the routes that need a key."""
     if app.openapi_schema is None:
-        with warnings.catch_warnings():  # GET and HEAD of one route share an operation id
-            warnings.filterwarnings("ignore", "Duplicate Operation ID")
-            document = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        document = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        components = document.setdefault("components", {})
+        components["schemas"] = openapi_components()
+        components["securitySchemes"] = {
+            BEARER: {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "an API key made by `credit-risk keys add NAME`",
+            }
+        }
         for operations in document["paths"].values():
-            operations.pop("head", None)
-        document.setdefault("components", {})["schemas"] = openapi_components()
+            for operation in operations.values():
+                if "401" in operation["responses"]:
+                    operation["security"] = [{BEARER: []}]
         app.openapi_schema = document
     return app.openapi_schema
 

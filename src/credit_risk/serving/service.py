@@ -1,18 +1,22 @@
-"""The BentoML service: scores applicants with the imported Production model, logs each one.
+"""The BentoML service: scores applicants with the registry's Production model, logs each one.
 
-Import the version the MLflow alias ``production`` points at, then serve it::
+Import the version the MLflow alias ``production`` points at, then serve::
 
     credit-risk import
-    bentoml serve                  # refuses to start if the registry says it is not Production
+    bentoml serve                  # serves Production, and follows it when it moves
 
-The HTTP routes are in :mod:`credit_risk.serving.routes`; this class holds the verified model,
-the prediction log and its shipping process, the registry guard and the scoring threads. Every
-prediction is fsync'd to the prediction log before its response is sent.
+The HTTP routes are in :mod:`credit_risk.serving.routes`; this class holds the verified model
+(:class:`~credit_risk.serving.live_model.LiveModel`), the prediction log and its shipping
+process, the registry follower and the scoring threads. Every prediction is fsync'd to the
+prediction log before its response is sent.
 """
 
 import gc
 import os
+import signal
 import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -23,94 +27,115 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from credit_risk.ml.contract import FEATURE_NAMES, REASON_CODES
-from credit_risk.ml.flat_trees import DefaultProbability
-from credit_risk.ml.scorecard import ScoreScale, assess
+from credit_risk.registry.model_artifact import ModelRefused
 from credit_risk.registry.store import TrackingError
+from credit_risk.serving.api_keys import ApiKeyAuth, start_up_message
 from credit_risk.serving.batching import GroupCommit, ScoringError
+from credit_risk.serving.live_model import LiveModel, imported_model
 from credit_risk.serving.prediction_log import (
     PredictionLog,
     check_log_directory,
     log_directory,
 )
-from credit_risk.serving.production_guard import (
-    ProductionGuard,
+from credit_risk.serving.production_follower import (
+    ProductionFollower,
     StartRefused,
-    production_check,
     registry_required,
     serving_tracking_uri,
+    start_check,
     unverified_start_message,
 )
-from credit_risk.serving.release import (
-    BENTO_MODEL,
-    ServedModel,
-    load_served_model,
-    verify_model_file,
-)
+from credit_risk.serving.release import BENTO_MODEL, ImportedModel
 from credit_risk.serving.request_bodies import RequestBodies
 from credit_risk.serving.routes import app
 from credit_risk.serving.shipping_process import ShipperProcess
 
 FEATURE_VALUES = itemgetter(*FEATURE_NAMES)
 NO_TRACKING_STORE = "off: MLFLOW_TRACKING_URI is not set; predictions stay in the local log"
+ORPHAN_CHECK_SECONDS = 1.0
+
+
+def assess_one(live: LiveModel, row: np.ndarray) -> tuple | Exception:
+    """Probability, score and reasons of one applicant row, or the error scoring it."""
+    try:
+        (probability,), (score,), (reasons,) = live.assess(row[np.newaxis])
+    except Exception as error:  # noqa: BLE001 - this applicant's answer is the error
+        return ScoringError(f"the model could not score this applicant: {error}")
+    return probability, score, reasons
+
+
+def stop_when_orphaned() -> None:
+    """Stop this worker when ``bentoml serve`` is gone.
+
+    BentoML starts each worker in a session of its own, so a signal to ``bentoml serve``'s
+    process group does not reach it; after ``kill -9`` of ``bentoml serve`` the worker (and
+    its shipping process) would go on holding the port. A worker whose parent is gone stops as
+    ``bentoml serve`` stops it (SIGTERM), and exits at once if that takes over 10 s.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_CHECK_SECONDS)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
 
 
 @bentoml.asgi_app(app, path="/")
 @bentoml.service(
     traffic={"timeout": 60},
-    # Per-request costs /predict can do without (see README, "Performance"): every prediction is
+    # Per-request costs /predict can do without (see docs/performance.md): every prediction is
     # in the prediction log anyway, and /metrics still counts requests and latencies.
     tracing={"excluded_urls": ["/predict"]},
     logging={"access": {"enabled": False}},
 )
 class CreditRiskService:
-    """Scores applicants with the imported Production model and logs every prediction."""
+    """Scores applicants with the Production model and logs every prediction."""
 
-    bento_model = bentoml.models.BentoModel(f"{BENTO_MODEL}:latest")
+    bento_model = ImportedModel(f"{BENTO_MODEL}:latest")
 
     @bentoml.on_deployment
-    def check_production():
-        """Runs once in ``bentoml serve`` before the workers: refuse to start (one line on
-        stderr) when the registry says the model is not Production; warn when it cannot say."""
+    def check_start():
+        """Runs once in ``bentoml serve`` before the workers: the imported model must load
+        with the trusted types and answer the probes, and the registry must have a Production
+        version (verified here when it is not the imported one). A refusal is one line on
+        stderr and exit status 1; an unreachable registry is a warning (or, strict, a refusal)."""
         model = CreditRiskService.inner.bento_model.resolve()
         try:
             check_log_directory(log_directory())
-            served = ServedModel.of(model)
-            verify_model_file(model, served)
+            print(start_up_message(in_bento=CreditRiskService.bento is not None), file=sys.stderr)
+            imported = imported_model(model)
             uri = serving_tracking_uri(in_bento=CreditRiskService.bento is not None)
             if uri is not None:
-                production_check(served, str(model.tag), uri)
+                print(start_check(imported, uri), file=sys.stderr)
         except TrackingError as error:
             if registry_required():
                 print(f"credit-risk service: refusing to start: {error}", file=sys.stderr)
                 raise SystemExit(1) from None
             print(unverified_start_message(error), file=sys.stderr)
-        except (StartRefused, ValueError, OSError) as error:
+        except (StartRefused, ModelRefused, ValueError, OSError) as error:
             print(f"credit-risk service: refusing to start: {error}", file=sys.stderr)
             raise SystemExit(1) from None
 
     def __init__(self):
-        model = self.bento_model
-        self.served = ServedModel.of(model)
-        self.model = load_served_model(model, self.served)
-        self.default_probability = DefaultProbability(self.model)
-        self.scale = ScoreScale(**self.served.score_scale)
+        stop_when_orphaned()
+        self.live = imported_model(self.bento_model)
         uri = serving_tracking_uri(in_bento=CreditRiskService.bento is not None)
         self.log = PredictionLog(log_directory())
-        self.shipper = self.guard = None
+        self.shipper = self.follower = None
         if uri is not None:
-            run_tags = {
-                "model_run_id": self.served.run_id,
-                "dataset_hash": self.served.dataset_hash,
-            }
-            self.shipper = ShipperProcess(self.log.directory, uri, run_tags)
+            self.follower = ProductionFollower(self.live, uri, self.swap)
+            self.follower.check_once()
+            self.follower.start()
+            self.shipper = ShipperProcess(self.log.directory, uri)
             self.shipper.start()
-            self.guard = ProductionGuard(self.served, str(model.tag), uri, verified=False)
-            self.guard.check_once()
-            self.guard.start()
         # Model calls and log writes leave the event loop: /predict groups in one thread,
         # batches in another, each with one OpenMP thread (a limit that is per thread). More
         # compete with the event loop and each other for the cores: HistGradientBoosting's
-        # per-tree parallel regions then wait on each other (see README, "Performance").
+        # per-tree parallel regions then wait on each other (see docs/performance.md).
         self.scorer, self.batch_scorer = (
             ThreadPoolExecutor(
                 1, thread_name_prefix=name, initializer=threadpool_limits, initargs=(1,)
@@ -119,31 +144,37 @@ class CreditRiskService:
         )
         self.group_commit = GroupCommit(self.score_group, self.scorer)
         # Start-up objects never become garbage: keep them out of every later collection. Full
-        # collections of what BentoML allocates later are slow (see README, "Performance"):
+        # collections of what BentoML allocates later are slow (see docs/performance.md):
         # young generations are collected as usual, full ones almost never.
         gc.collect()
         gc.freeze()
         gc.set_threshold(50_000, 20, 100)
 
+    def swap(self, live: LiveModel) -> None:
+        """The follower's callback: score with a newly verified model from the next group on
+        (a group reads :attr:`live` once)."""
+        self.live = live
+
     def refusal(self) -> str | None:
-        """Why predictions are refused now (the registry moved Production away), or None."""
-        if self.guard is not None and not self.guard.state["serving"]:
-            return f"not serving: {self.guard.state['error']}"
+        """Why predictions are refused now (no Production version, or strict mode and a
+        Production version that failed verification), or None."""
+        if self.follower is not None and not self.follower.state["serving"]:
+            return self.follower.state["error"]
         return None
 
     def predict(self, applicants: list[dict]) -> list[dict | Exception]:
-        """A prediction (with score and reason codes) per applicant, unlogged; an applicant the
-        model fails on gets the exception, the others scored one by one so that only it fails."""
+        """A prediction (with score and reason codes) per applicant, unlogged, all by one model;
+        an applicant the model fails on gets the exception, the others scored one by one so
+        that only it fails."""
+        live = self.live
         values = np.array(list(map(FEATURE_VALUES, applicants)), dtype="float64")
         try:
-            assessed = list(
-                zip(*assess(self.model, values, self.scale, self.default_probability), strict=True)
-            )
+            assessed = list(zip(*live.assess(values), strict=True))
         except Exception:  # noqa: BLE001 - find the applicant(s) the model cannot score
-            assessed = [self._assess_one(row) for row in values]
+            assessed = [assess_one(live, row) for row in values]
         now = datetime.now(UTC).isoformat()
         ids = os.urandom(16 * len(applicants)).hex()
-        threshold, version = self.served.decision_threshold, self.served.model_version
+        threshold, version = live.served.decision_threshold, live.served.model_version
         return [
             result
             if isinstance(result, Exception)
@@ -159,36 +190,33 @@ class CreditRiskService:
             for i, result in enumerate(assessed)
         ]
 
-    def _assess_one(self, row: np.ndarray) -> tuple | Exception:
-        try:
-            (probability,), (score,), (reasons,) = assess(
-                self.model, row[np.newaxis], self.scale, self.default_probability
-            )
-        except Exception as error:  # noqa: BLE001 - this applicant's answer is the error
-            return ScoringError(f"the model could not score this applicant: {error}")
-        return probability, score, reasons
-
-    def score_group(self, applicants: list[dict]) -> list[dict | Exception]:
-        """``/predict`` groups: predictions, the scored ones logged durably (one fsync) first."""
+    def score_group(
+        self, applicants: list[dict], api_keys: list[str | None]
+    ) -> list[dict | Exception]:
+        """``/predict`` groups: predictions, the scored ones logged durably (one fsync) first,
+        each with the name of its caller's key."""
         predictions = self.predict(applicants)
         self.log.append(
             [
-                {**prediction, "inputs": applicant}
-                for applicant, prediction in zip(applicants, predictions, strict=True)
+                {**prediction, "inputs": applicant, "api_key": api_key}
+                for applicant, prediction, api_key in zip(
+                    applicants, predictions, api_keys, strict=True
+                )
                 if not isinstance(prediction, Exception)
             ]
         )
         return predictions
 
-    def score_batch(self, applicants: list[dict]) -> list[dict]:
-        """``/predict/batch``: all predictions logged durably, or none and an error."""
+    def score_batch(self, applicants: list[dict], api_key: str | None) -> list[dict]:
+        """``/predict/batch``: all predictions logged durably (with the name of the caller's
+        key), or none and an error."""
         predictions = self.predict(applicants)
         failed = [i for i, p in enumerate(predictions) if isinstance(p, Exception)]
         if failed:
             raise ScoringError(f"applicant {failed[0]}: {predictions[failed[0]]}")
         self.log.append(
             [
-                {**prediction, "inputs": applicant}
+                {**prediction, "inputs": applicant, "api_key": api_key}
                 for applicant, prediction in zip(applicants, predictions, strict=True)
             ]
         )
@@ -196,34 +224,38 @@ class CreditRiskService:
 
     def status(self) -> dict:
         """``GET /``: basic status."""
+        served = self.live.served
         return {
             "service": "credit-risk",
             "status": "ok",
-            "model_name": self.served.model_name,
-            "model_version": self.served.model_version,
+            "model_name": served.model_name,
+            "model_version": served.model_version,
             "endpoints": ["/health", "/model/info", "/predict", "/predict/batch"],
         }
 
     def health(self) -> dict:
         """``GET /health``: ``failing`` if it cannot log or must not serve, ``degraded`` if
         shipping fails or the registry could not confirm the model is Production."""
-        version = self.served.model_version
+        live = self.live
+        version = live.served.model_version
         shipping = self.shipper.status(version) if self.shipper else {"enabled": False}
-        registry = self.guard.state if self.guard else {"production_verified": False}
+        registry = dict(self.follower.state) if self.follower else {"production_verified": False}
         if not self.shipper:
             shipping["status"] = registry["check"] = NO_TRACKING_STORE
         local_ok = self.log.error is None
         if not local_ok or self.refusal():
             status = "failing"
-        elif self.guard and not (registry["production_verified"] and shipping["ok"]):
+        elif self.follower and not (registry["production_verified"] and shipping["ok"]):
             status = "degraded"
         else:
             status = "ok"
         return {
             "status": status,
-            "model_loaded": self.model is not None,
+            "model_loaded": True,
             "model_version": version,
-            "model_stage": self.served.model_stage,
+            "model_stage": live.served.model_stage,
+            "model_since": live.since,
+            "model_loaded_from": live.loaded_from,
             "production_verified": registry["production_verified"],
             "registry": registry,
             "prediction_log": {
@@ -235,12 +267,16 @@ class CreditRiskService:
         }
 
     def model_info(self) -> dict:
-        """``GET /model/info``: the :class:`ServedModel` record, the reason code table and the
-        BentoML model tag."""
-        return self.served.model_dump() | {
+        """``GET /model/info``: the :class:`ServedModel` record, since when and from where it
+        is served, the reason code table and the start-up (imported) BentoML model's tag."""
+        live = self.live
+        return live.served.model_dump() | {
+            "served_since": live.since,
+            "loaded_from": live.loaded_from,
             "reason_codes": [asdict(code) for code in REASON_CODES],
             "bento_model": str(self.bento_model.tag),
         }
 
 
+CreditRiskService.add_asgi_middleware(ApiKeyAuth)  # first: no body is read without a key
 CreditRiskService.add_asgi_middleware(RequestBodies)

@@ -7,7 +7,8 @@ round ships what the files held when it began, so a busy service's shipper never
 end of the file with tiny chunks. Totals are summed
 from those artifact names, so they equal the records shipped whatever the number of log
 directories (replicas, restarts) shipping to one run. Lines that are not records are moved to
-``quarantine/`` and counted. Progress is ``shipped.json``, replaced atomically; a failed round
+``quarantine/`` and counted. Progress is ``shipped.json``, replaced atomically; records count
+as shipped there (and in ``/health``) once their run's totals are logged. A failed round
 (MLflow down, disk full) is retried next round, so nothing is lost. Only the process holding
 the directory's ``shipper.lock`` ships. Finished, fully shipped files are kept, compressed or
 deleted as ``CREDIT_RISK_SHIPPED_LOGS`` says. The service runs it in a process of its own
@@ -28,6 +29,7 @@ import orjson
 
 from credit_risk.registry.names import (
     MODEL_NAME,
+    TAG_DATASET_HASH,
     TAG_SERVING_MODEL_NAME,
     TAG_SERVING_MODEL_VERSION,
 )
@@ -71,8 +73,8 @@ def run_totals(artifact_names: list[str]) -> tuple[int, int]:
 class Shipper:
     """Ships a log directory's new records to the tracking store, every ``interval`` s."""
 
-    def __init__(self, directory: Path, uri: str, run_tags: dict[str, str]):
-        self.directory, self.uri, self.run_tags = directory, uri, run_tags
+    def __init__(self, directory: Path, uri: str):
+        self.directory, self.uri = directory, uri
         self.interval = float(os.environ.get(SHIP_INTERVAL_ENV) or 30)
         self.retention = retention()
         self.shipping = False
@@ -129,8 +131,13 @@ class Shipper:
                 pass
             if finished and state["offsets"].get(path.name, 0) >= size:
                 retire(self.directory, path, state, self.retention)
-        for run_id, probabilities in shipped.items():
-            self._log_totals(client, run_id, probabilities)
+        # Records count as shipped (in /health) once their run's totals include them; a round
+        # that failed in between leaves them pending, and the next one logs those totals.
+        if state.get("pending"):
+            for run_id in state["pending"]:
+                self._log_totals(client, run_id, shipped.get(run_id, []))
+            state["shipped"] += sum(state.pop("pending").values())
+            save_state(self.directory, state)
 
     def _ship_chunk(
         self, client, state: dict, path: Path, size: int, finished: bool, shipped: dict
@@ -165,8 +172,9 @@ class Shipper:
             run_id = self._serving_run(client, state, version)
             self._upload(client, run_id, path, offset, end, chunks[version])
             shipped.setdefault(run_id, []).extend(chunks[version].probabilities)
+            pending = state.setdefault("pending", {})
+            pending[run_id] = pending.get(run_id, 0) + len(chunks[version].lines)
         state["offsets"][path.name] = end
-        state["shipped"] += sum(len(chunk.lines) for chunk in chunks.values())
         save_state(self.directory, state)
         return True
 
@@ -181,7 +189,8 @@ class Shipper:
 
     @staticmethod
     def _log_totals(client, run_id: str, probabilities: list[float]) -> None:
-        """The run's totals (summed from its artifact names) and this round's probabilities."""
+        """The run's totals (summed from its artifact names) and this round's probabilities
+        (none when the records were shipped by a round that failed before its totals)."""
         from mlflow.entities import Metric
 
         shipped = [artifact.path for artifact in client.list_artifacts(run_id, ARTIFACT_DIR)]
@@ -190,9 +199,10 @@ class Shipper:
             "predictions_total": total,
             "positives_total": total_positives,
             "positive_rate": total_positives / total,
-            "probability_mean": statistics.fmean(probabilities),
-            "probability_max": max(probabilities),
         }
+        if probabilities:
+            metrics["probability_mean"] = statistics.fmean(probabilities)
+            metrics["probability_max"] = max(probabilities)
         now = int(time.time() * 1000)
         client.log_batch(run_id, metrics=[Metric(k, v, now, total) for k, v in metrics.items()])
 
@@ -200,7 +210,7 @@ class Shipper:
         """The run ``serving-v<version>`` in this store, remembered in the state."""
         key = f"{redact(self.uri)}#{version}"
         if key not in state["runs"]:
-            state["runs"][key] = serving_run(client, self.uri, version, self.run_tags)
+            state["runs"][key] = serving_run(client, self.uri, version)
         return state["runs"][key]
 
     def status(self, model_version: str) -> dict:
@@ -215,7 +225,9 @@ def shipping_status(shipper, progress: dict, alive: bool, model_version: str) ->
         state, state_error = read_state(shipper.directory), None
     except StateError as error:
         state, state_error = {"offsets": {}, "runs": {}, "shipped": 0}, str(error)
-    written = sum(path.stat().st_size for path in shipper.directory.glob(LOG_FILE_PATTERN))
+    # Offsets of files no longer there (deleted by hand once shipped) are no longer pending.
+    sizes = {path.name: path.stat().st_size for path in shipper.directory.glob(LOG_FILE_PATTERN)}
+    shipped_bytes = sum(state["offsets"].get(name, 0) for name in sizes)
     error = state_error or progress["error"]
     return {
         "enabled": True,
@@ -229,15 +241,16 @@ def shipping_status(shipper, progress: dict, alive: bool, model_version: str) ->
         "run_id": state["runs"].get(f"{redact(shipper.uri)}#{model_version}"),
         "shipped_records": state["shipped"],
         "quarantined_lines": state.get("quarantined", 0),
-        "pending_bytes": written - sum(state["offsets"].values()),
+        "pending_bytes": sum(sizes.values()) - shipped_bytes,
         "retention": shipper.retention,
     }
 
 
-def serving_run(client, uri: str, version: str, run_tags: dict[str, str]) -> str:
-    """The id of the run ``serving-v<version>`` in the store at ``uri``, created (with
-    ``run_tags``) if there is none; of runs created at once, the oldest."""
-    from credit_risk.registry.lookups import get_or_create_experiment
+def serving_run(client, uri: str, version: str) -> str:
+    """The id of the run ``serving-v<version>`` in the store at ``uri``, created if there is
+    none (tagged with the version's training run and dataset, where the registry has the
+    version); of runs created at once, the oldest."""
+    from credit_risk.registry.lookups import get_or_create_experiment, registry_version
 
     experiment = get_or_create_experiment(client, uri, project_root())
     tags = {TAG_SERVING_MODEL_NAME: MODEL_NAME, TAG_SERVING_MODEL_VERSION: version}
@@ -246,7 +259,12 @@ def serving_run(client, uri: str, version: str, run_tags: dict[str, str]) -> str
     runs = client.search_runs([experiment], filter_string=query, order_by=order)
     if not runs:
         name = f"serving-v{version}"
-        created = client.create_run(experiment, run_name=name, tags=tags | run_tags)
+        registered = registry_version(client, version)
+        if registered is not None:
+            training = client.get_run(registered.run_id).data.tags
+            tags |= {"model_run_id": registered.run_id}
+            tags |= {TAG_DATASET_HASH: training.get(TAG_DATASET_HASH, "")}
+        created = client.create_run(experiment, run_name=name, tags=tags)
         runs = client.search_runs([experiment], filter_string=query, order_by=order)
         if runs[0].info.run_id != created.info.run_id:
             client.delete_run(created.info.run_id)  # another process's run came first

@@ -32,8 +32,8 @@ PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 class ShipperProcess:
     """Starts the shipping process for a log directory and keeps it running."""
 
-    def __init__(self, directory: Path, uri: str, run_tags: dict[str, str]):
-        self.directory, self.uri, self.run_tags = directory, uri, run_tags
+    def __init__(self, directory: Path, uri: str):
+        self.directory, self.uri = directory, uri
         self.interval = float(os.environ.get(SHIP_INTERVAL_ENV) or 30)
         self.retention = retention()  # a bad setting fails the service's start, not the child
         self.progress = {"role": "starting", "error": None, "last_attempt": None}
@@ -68,7 +68,7 @@ class ShipperProcess:
         """Run one shipping process until it exits, taking its progress reports."""
         reports, report_end = os.pipe()
         command = [sys.executable, "-m", __name__, str(self.directory)]
-        command += ["--run-tags", json.dumps(self.run_tags), "--report-fd", str(report_end)]
+        command += ["--report-fd", str(report_end)]
         python_path = os.pathsep.join(filter(None, [PACKAGE_PARENT, os.environ.get("PYTHONPATH")]))
         try:
             self.child = subprocess.Popen(
@@ -98,13 +98,12 @@ def _exit_when_parent_is_gone() -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Ship a prediction log to MLflow (child).")
     parser.add_argument("directory", type=Path)
-    parser.add_argument("--run-tags", type=json.loads, default={})
     parser.add_argument("--report-fd", type=int, required=True)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal stops the worker, then this
     threading.Thread(target=_exit_when_parent_is_gone, daemon=True).start()
     with os.fdopen(args.report_fd, "w", buffering=1) as reports:
-        shipper = Shipper(args.directory, os.environ[TRACKING_URI_ENV], args.run_tags)
+        shipper = Shipper(args.directory, os.environ[TRACKING_URI_ENV])
         shipper.run(lambda progress: reports.write(json.dumps(progress) + "\n"))
 
 

@@ -1,8 +1,6 @@
 """``credit-risk status``: what the registry and the BentoML store hold, and if they agree."""
 
 import json
-import os
-from pathlib import Path
 
 from mlflow import MlflowClient
 
@@ -18,7 +16,12 @@ from credit_risk.registry.names import (
     TAG_SERVE_THRESHOLD,
 )
 from credit_risk.registry.store import configure_tracking, project_root, redact, tracking_errors
-from credit_risk.serving.release import BENTO_MODEL, ServedModel, latest_import
+from credit_risk.serving.release import (
+    BENTO_MODEL,
+    ServedModel,
+    bentoml_store_path,
+    latest_import,
+)
 
 
 def release_status() -> dict:
@@ -77,11 +80,6 @@ def release_status() -> dict:
     }
 
 
-def bentoml_store_path() -> Path:
-    """The BentoML home whose model store ``credit-risk import`` writes to."""
-    return Path(os.environ.get("BENTOML_HOME") or Path.home() / "bentoml")
-
-
 def describe_status(status: dict) -> str:
     """:func:`release_status` as lines for a person."""
     lines = [f"tracking store: {status['tracking_uri']}"]
@@ -111,5 +109,9 @@ def describe_status(status: dict) -> str:
     if status["import_is_current"]:
         lines.append("the imported model is the registry's Production version: up to date")
     elif production is not None:
-        lines.append("the imported model is not the Production version: run `credit-risk import`")
+        lines.append(
+            "the imported model is not the Production version: a service with this registry "
+            "fetches Production itself; run `credit-risk import` to make it the model a bento "
+            "serves without the registry"
+        )
     return "\n".join(lines)

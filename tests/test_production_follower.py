@@ -1,10 +1,9 @@
-"""Serving through registry outages and registry changes, with a real ``mlflow server`` that
-is stopped and started again, and a real ``bentoml serve``."""
+"""Serving through registry outages and a registry without Production, with a real
+``mlflow server`` that is stopped and started again, and a real ``bentoml serve``."""
 
 import time
 
 import httpx
-import mlflow
 import pytest
 from conftest import (
     SERVICE,
@@ -32,8 +31,10 @@ def wait_for(condition, timeout: float = 60, every: float = 0.5):
 
 def test_a_registry_outage_degrades_a_restart_instead_of_stopping_it(tmp_path):
     """MLflow down at start: the imported model is served unverified (``degraded``), and
-    verified once MLflow is back; when the registry moves Production elsewhere the service
-    stops answering predictions; strict mode refuses to start without the registry."""
+    verified once MLflow is back; with no Production version at all the service stops
+    answering predictions until there is one; when MLflow goes away again, the model is no
+    longer ``production_verified``; strict mode refuses to start without the
+    registry. (Production moving to another version: tests/test_rollout.py.)"""
     database, artifacts = f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts"
     process, url = start_mlflow_server(database, artifacts, tmp_path / "server.log")
     port = int(url.rsplit(":", 1)[1])
@@ -66,17 +67,19 @@ def test_a_registry_outage_degrades_a_restart_instead_of_stopping_it(tmp_path):
             assert health["prediction_log"]["mlflow"]["shipped_records"] >= 1
 
             client = MlflowClient(url)
-            first = client.get_model_version(MODEL, "1")
-            mlflow.set_tracking_uri(url)
-            second = mlflow.register_model(first.source, MODEL)  # another version, by hand
-            client.set_registered_model_alias(MODEL, "production", second.version)
+            client.delete_registered_model_alias(MODEL, "production")  # no Production at all
             wait_for(lambda: httpx.get(f"{server.url}/health").status_code == 503)
             refused = httpx.post(f"{server.url}/predict", json=EXAMPLE_APPLICANT)
-            assert refused.status_code == 503 and "is version 2" in refused.json()["error"]
+            assert refused.status_code == 503 and "no Production version" in refused.json()["error"]
             health = httpx.get(f"{server.url}/health").json()
             assert health["status"] == "failing" and health["registry"]["serving"] is False
+            client.set_registered_model_alias(MODEL, "production", "1")
+            assert wait_for(lambda: ok_health(server))["production_verified"] is True
         finally:
             stop(process)
+        # The registry gone after a verified start: no longer verified, and /health says so.
+        health = wait_for(lambda: unverified_health(server))
+        assert health["status"] == "degraded" and "not reachable" in health["registry"]["error"]
     finally:
         server.stop()
 
@@ -84,3 +87,8 @@ def test_a_registry_outage_degrades_a_restart_instead_of_stopping_it(tmp_path):
 def ok_health(server: Server) -> dict | None:
     health = httpx.get(f"{server.url}/health").json()
     return health if health["status"] == "ok" else None
+
+
+def unverified_health(server: Server) -> dict | None:
+    health = httpx.get(f"{server.url}/health").json()
+    return health if health["production_verified"] is False else None
