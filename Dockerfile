@@ -2,10 +2,14 @@
 # the MLflow tracking server named by MLFLOW_TRACKING_URI, with the commands used natively.
 # compose.yaml runs it as the service trainer (README, "Containers").
 #
+# Its params.yaml reads the data from /data/applicants.csv (data.raw): the embedded synthetic
+# file, unless another one is mounted there. It runs `dvc repro`, so a model that passes the gate
+# becomes Production (register.promote: auto); `dvc exp run` would only register a challenger.
+#
 #   docker build -t credit-risk-train .
 #   docker run --rm -e MLFLOW_TRACKING_URI=http://mlflow.example:5000 credit-risk-train
 #   docker run --rm -e MLFLOW_TRACKING_URI=... -v /path/to/cs-training.csv:/data/applicants.csv:ro \
-#       credit-risk-train dvc exp run -S data.raw=/data/applicants.csv
+#       credit-risk-train
 FROM python:3.11.7-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -34,10 +38,16 @@ RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))
 
 COPY --chown=trainer:trainer . .
 RUN pip install --no-cache-dir --no-deps . && rm -rf build src/*.egg-info
+RUN mkdir /data && cp data/gmsc-synthetic.csv /data/applicants.csv \
+    && sed -i 's|^  raw: data/gmsc-synthetic.csv$|  raw: /data/applicants.csv|' params.yaml \
+    && grep -qx '  raw: /data/applicants.csv' params.yaml
 USER 1000:1000
-# The pipeline is a DVC project in a git repository, as in a clone of this project.
-RUN git init -q \
+# The pipeline is a DVC project in a git repository, as in a clone of this project; `dvc exp
+# run` commits experiments, hence an identity.
+RUN git config --global user.name "credit-risk trainer" \
+    && git config --global user.email trainer@localhost \
+    && git init -q \
     && git add -A \
-    && git -c user.name=image -c user.email=image@localhost commit -qm "training image"
+    && git commit -qm "training image"
 
 CMD ["dvc", "repro"]

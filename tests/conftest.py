@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from threadpoolctl import threadpool_limits
 
 PROJECT = Path(__file__).resolve().parent.parent
 REAL_DATA = PROJECT.parent / "shared" / "data" / "gmsc" / "cs-training.csv"
@@ -28,6 +29,14 @@ PIPELINE = (
     "register.register)]"
 )
 """The four stages in one process (no DVC): for tests that need a registered model fast."""
+TRAIN = (
+    "from credit_risk.params import load_params; "
+    "from credit_risk.pipeline import prepare, fingerprint, train; p = load_params(); "
+    "[step(p) for step in (prepare.prepare, fingerprint.fingerprint, train.train)]"
+)
+REGISTER = "from credit_risk.pipeline.runner import run_stage; from credit_risk.pipeline.register "
+REGISTER += "import register; run_stage(register)"
+"""The first three stages, then the register stage as DVC runs it (its errors as one line)."""
 PIPELINE_FILES = [
     "dvc.yaml",
     "params.yaml",
@@ -83,6 +92,29 @@ def make_project_repo(path: Path) -> Path:
     run(["git", "add", "-A"], path)
     run(["git", "commit", "-qm", "pipeline"], path)
     return path
+
+
+SHARED_MACHINE_MODULES = {"test_docs", "test_containers"}
+"""Modules whose tests use what the machine has once: the documents' fixed ports (3000, 5000,
+8000) and compose project name, the images' tags."""
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under ``pytest -n N --dist loadgroup``: a module's tests run in one worker (they share its
+    fixtures), and the modules in :data:`SHARED_MACHINE_MODULES` one after another in one."""
+    for item in items:
+        module = item.module.__name__
+        group = "shared-machine" if module in SHARED_MACHINE_MODULES else module
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_openmp_thread() -> Iterator[None]:
+    """Models fitted in the test process use one OpenMP thread: on a busy 2-core machine a fit
+    with two busy-waiting threads takes 10 to 30 times longer. Stages set their own limit."""
+    with threadpool_limits(limits=1, user_api="openmp"):
+        yield
 
 
 @pytest.fixture
@@ -248,24 +280,57 @@ class Server:
 def hammering(url: str, body: dict, clients: int = 8) -> Iterator[list[str]]:
     """``clients`` threads posting ``body`` to ``url``'s ``/predict`` until the block ends (or
     the service goes away); yields the ids of the acknowledged predictions as they arrive."""
-    acknowledged, stop = [], threading.Event()
+    acknowledged = []
 
-    def hammer():
+    def take(status: int, answer: dict) -> bool:
+        if status == 200:
+            acknowledged.append(answer["prediction_id"])
+        return status != 0  # a transport error: the service is gone, this client stops
+
+    with posting(url, body, clients, take):
+        yield acknowledged
+
+
+@contextlib.contextmanager
+def answers_under_load(url: str, body: dict, clients: int = 4) -> Iterator[list[tuple[int, dict]]]:
+    """``clients`` threads posting ``body`` to ``/predict`` until the block ends; yields
+    every answer as (status, body) as it arrives, transport errors as status 0."""
+    answers = []
+
+    def take(status: int, answer: dict) -> bool:
+        answers.append((status, answer))
+        return True  # every client goes on until the block ends
+
+    with posting(url, body, clients, take):
+        yield answers
+
+
+@contextlib.contextmanager
+def posting(url: str, body: dict, clients: int, take) -> Iterator[None]:
+    """``clients`` threads posting ``body`` to ``url``'s ``/predict`` until the block ends,
+    each answer passed to ``take(status, json)`` (status 0, with the error, for a transport
+    error); a thread stops when ``take`` returns false."""
+    done = threading.Event()
+
+    def post():
         with httpx.Client(base_url=url, timeout=10) as client:
-            while not stop.is_set():
+            while not done.is_set():
                 try:
                     answer = client.post("/predict", json=body)
-                except httpx.HTTPError:
+                except httpx.HTTPError as error:
+                    status, json = 0, {"error": repr(error)}
+                else:
+                    is_json = answer.headers.get("content-type") == "application/json"
+                    status, json = answer.status_code, answer.json() if is_json else {}
+                if not take(status, json):
                     return
-                if answer.status_code == 200:
-                    acknowledged.append(answer.json()["prediction_id"])
 
-    threads = [threading.Thread(target=hammer) for _ in range(clients)]
+    threads = [threading.Thread(target=post) for _ in range(clients)]
     for thread in threads:
         thread.start()
     try:
-        yield acknowledged
+        yield
     finally:
-        stop.set()
+        done.set()
         for thread in threads:
             thread.join()

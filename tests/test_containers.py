@@ -7,6 +7,7 @@ where no container engine works.
 """
 
 import hashlib
+import re
 import subprocess
 import sys
 import time
@@ -18,7 +19,17 @@ import httpx
 import mlflow
 import pytest
 import yaml
-from conftest import PROJECT, REAL_DATA, free_port, hammering, pipeline_env
+from conftest import (
+    CREDIT_RISK,
+    PROJECT,
+    REAL_DATA,
+    answers_under_load,
+    free_port,
+    hammering,
+    make_served_project,
+    pipeline_env,
+    run,
+)
 from test_repository import hadolint_problems
 from test_service import SAMPLE, mlflow_records
 
@@ -167,9 +178,28 @@ def containerize(engine: Engine, tracking_url: str, home: Path) -> str:
         cwd=PROJECT, env=env, capture_output=True, text=True, timeout=1200,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"imported {MODEL_NAME} version 1 (Production)" in result.stdout
-    assert f"built image {SERVICE_IMAGE}" in result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[0] == "containerize: importing the registry's Production version"
+    assert lines[1].startswith(f"imported {MODEL_NAME} version 1 (Production)")
+    assert lines[2] == "containerize: building the bento of bentofile.yaml"
+    assert lines[3].startswith(f"containerize: building image {SERVICE_IMAGE} from ")
+    assert re.fullmatch(rf"built image {SERVICE_IMAGE} .* with {engine.name} in \d+ s", lines[4])
+    assert len(lines) == 5, result.stdout  # the engine's output only when it fails
     return SERVICE_IMAGE
+
+
+def test_a_failed_image_build_shows_the_engines_last_lines_and_one_error(engine, tmp_path):
+    """BentoML logs a failed build and returns: containerize still fails, naming the cause."""
+    folder, env = make_served_project(tmp_path / "project")
+    result = subprocess.run(
+        [str(TOOLS / "credit-risk"), "containerize", "--engine", engine.name, "--tag", "Bad!"],
+        cwd=PROJECT, env=env, capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stdout.splitlines()[-1].startswith("containerize: building image Bad! from ")
+    errors = result.stderr.splitlines()
+    assert errors[-1].startswith(f"containerize: error: {engine.name} could not build ")
+    assert "invalid reference format" in errors[-1] and "invalid reference format" in errors[-2]
 
 
 @pytest.fixture(scope="session")
@@ -191,6 +221,40 @@ def test_training_image_registers_a_production_version_with_dataset_hash(trained
     mlflow.set_tracking_uri(trained)
     folder = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL_NAME}/1"))
     assert hashlib.md5((folder / "model.skops").read_bytes()).hexdigest() == locked["md5"]
+
+
+LEFTOVERS = [
+    "mlflow.db", "mlartifacts/1/model.skops", "mlflow-server-artifacts/1/model.skops",
+    "reports/drift/drift.html", "dvc_plots/index.html", ".dvc/config.local", ".dvc/tmp/exps/x",
+    "monitoring/predictions/predictions-1.jsonl", "src/credit_risk/__pycache__/cli.pyc",
+    ".venv/bin/python", "notes.txt",
+]  # fmt: skip
+"""What a working tree holds besides the project: stores, reports, plots, local settings."""
+
+
+def test_the_build_context_is_the_projects_inputs_not_the_working_trees_leftovers(engine, tmp_path):
+    """A copy of the tracked files plus LEFTOVERS: what `COPY . .` gets is only tracked files,
+    among them everything the training image needs."""
+    context = tmp_path / "project"
+    tracked = subprocess.run(["git", "ls-files"], cwd=PROJECT, capture_output=True, text=True,
+                             check=True).stdout.split()  # fmt: skip
+    for name in tracked + LEFTOVERS:
+        (context / name).parent.mkdir(parents=True, exist_ok=True)
+        source = PROJECT / name
+        (context / name).write_bytes(source.read_bytes() if name in tracked else b"leftover")
+    listing = tmp_path / "Dockerfile.listing"
+    listing.write_text("FROM python:3.11.7-slim-bookworm\nCOPY . /context\n")
+    tag = f"credit-risk-context-{SESSION}:latest"
+    engine("build", "-q", "-f", str(listing), "-t", tag, str(context))
+    try:
+        found = engine("run", "--rm", tag, "find", "/context", "-type", "f").stdout.split()
+    finally:
+        engine("rmi", "-f", tag, check=False)
+    copied = {name.removeprefix("/context/") for name in found}
+    assert copied <= set(tracked), copied - set(tracked)
+    needed = {"README.md", "pyproject.toml", "constraints.txt", "params.yaml", "dvc.yaml"}
+    needed |= {name for name in tracked if name.startswith(("src/", "stages/", "data/"))}
+    assert needed <= copied, needed - copied
 
 
 def test_images_run_as_a_non_root_user(engine, train_image, mlflow_image, service_image):
@@ -253,7 +317,7 @@ def test_service_image_killed_under_load_loses_no_acknowledged_prediction(
     """verify.sh passes; SIGKILL mid-burst (nothing shipped yet); a new container on the same
     volume ships every acknowledged prediction to MLflow."""
     first = Container(engine, service_image, network, volume,
-                      MLFLOW_TRACKING_URI="http://mlflow:5000",
+                      MLFLOW_TRACKING_URI="http://mlflow:5000", CREDIT_RISK_ALLOW_ANONYMOUS="1",
                       CREDIT_RISK_SHIP_INTERVAL="3600")  # fmt: skip
     try:
         assert "credit-risk-model v1 Production" in verify(first.url)
@@ -267,7 +331,7 @@ def test_service_image_killed_under_load_loses_no_acknowledged_prediction(
         first.remove()
 
     second = Container(engine, service_image, network, volume,
-                       MLFLOW_TRACKING_URI="http://mlflow:5000",
+                       MLFLOW_TRACKING_URI="http://mlflow:5000", CREDIT_RISK_ALLOW_ANONYMOUS="1",
                        CREDIT_RISK_SHIP_INTERVAL="1")  # fmt: skip
     try:
         wait_until(lambda: (s := second.shipping())["pending_bytes"] == 0 and s["shipped_records"],
@@ -368,6 +432,18 @@ def test_compose_stack_end_to_end_and_restarts_without_data_loss(engine, stack, 
     verify(stack.api)
     wait_until(lambda: shipped_everything(stack, 22), "the new prediction shipped")
     assert list(registry_snapshot(stack.mlflow)["shipped"].values()) == [22]
+
+    # Rollout: the trainer registers an experiment, a reviewer promotes it from the host; the
+    # running api serves it, with no restart and no failed request.
+    with answers_under_load(stack.api, SAMPLE, clients=2) as answers:
+        experiment = ["dvc", "exp", "run", "-S", "train.model=logistic_regression"]
+        stack("run", "--rm", "trainer", *experiment)
+        promote = [CREDIT_RISK, "promote", "2", "--reason", "compose rollout", "--override-gate"]
+        run(promote, tmp_path, pipeline_env(MLFLOW_TRACKING_URI=stack.mlflow))
+        wait_until(lambda: answers and answers[-1][1].get("model_version") == "2", "version 2")
+    assert {status for status, _ in answers} == {200}
+    scored = sorted((body["timestamp"], body["model_version"]) for _, body in answers)
+    assert scored[0][1] == "1" and scored[-1][1] == "2"  # in the order they were scored
 
 
 @pytest.mark.skipif(not REAL_DATA.is_file(), reason=f"{REAL_DATA} is not on this machine")
