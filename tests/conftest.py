@@ -94,21 +94,6 @@ def make_project_repo(path: Path) -> Path:
     return path
 
 
-SHARED_MACHINE_MODULES = {"test_docs", "test_containers"}
-"""Modules whose tests use what the machine has once: the documents' fixed ports (3000, 5000,
-8000) and compose project name, the images' tags."""
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Under ``pytest -n N --dist loadgroup``: a module's tests run in one worker (they share its
-    fixtures), and the modules in :data:`SHARED_MACHINE_MODULES` one after another in one."""
-    for item in items:
-        module = item.module.__name__
-        group = "shared-machine" if module in SHARED_MACHINE_MODULES else module
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
 @pytest.fixture(scope="session", autouse=True)
 def one_openmp_thread() -> Iterator[None]:
     """Models fitted in the test process use one OpenMP thread: on a busy 2-core machine a fit

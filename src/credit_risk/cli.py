@@ -73,6 +73,31 @@ def compare_command(args: argparse.Namespace) -> int:
     return exit_status
 
 
+def outcomes_command(args: argparse.Namespace) -> None:
+    from credit_risk.monitoring.outcomes import take_in_outcomes
+    from credit_risk.serving.prediction_log import log_directory
+
+    print(take_in_outcomes(args.file, args.log_dir or log_directory()))
+
+
+def performance_command(args: argparse.Namespace) -> int:
+    from credit_risk.monitoring.performance_report import performance_report
+    from credit_risk.serving.prediction_log import log_directory
+
+    message, exit_status = performance_report(
+        args.log_dir or log_directory(), args.since, args.until, args.output
+    )
+    print(message)
+    return exit_status
+
+
+def training_data_command(args: argparse.Namespace) -> None:
+    from credit_risk.monitoring.training_data import write_training_data
+    from credit_risk.serving.prediction_log import log_directory
+
+    print(write_training_data(args.log_dir or log_directory(), args.output))
+
+
 def keys_command(args: argparse.Namespace) -> None:
     from credit_risk.serving.api_keys import add_key, keys_file, read_keys, revoke_key
 
@@ -89,13 +114,18 @@ def keys_command(args: argparse.Namespace) -> None:
             print(f"{key.name}  added {key.added}")
 
 
-def add_window(command: argparse.ArgumentParser) -> None:
-    """LOG_DIR, ``--since`` and ``--until``, as ``drift`` and ``compare`` take them."""
+def add_log_dir(command: argparse.ArgumentParser) -> None:
+    """The optional LOG_DIR argument, resolved as the service resolves it."""
     command.add_argument(
         "log_dir", nargs="?", type=Path, metavar="LOG_DIR",
         help="prediction log directory (default: $CREDIT_RISK_PREDICTION_LOG, else "
         "monitoring/predictions, as the service resolves it)",
     )  # fmt: skip
+
+
+def add_window(command: argparse.ArgumentParser) -> None:
+    """LOG_DIR, ``--since`` and ``--until``, as ``drift`` and ``compare`` take them."""
+    add_log_dir(command)
     for option, which in (("--since", "first"), ("--until", "last")):
         command.add_argument(
             option, type=date.fromisoformat, metavar="DATE",
@@ -112,7 +142,7 @@ def challenger_reference(text: str) -> str:
 
 def parser() -> argparse.ArgumentParser:
     """The command line: ``credit-risk {import,containerize,promote,history,status,drift,
-    compare,keys}``."""
+    compare,outcomes,performance,training-data,keys}``."""
     main_parser = argparse.ArgumentParser(
         prog="credit-risk", description="Credit-risk model registry and serving commands."
     )
@@ -181,6 +211,32 @@ def parser() -> argparse.ArgumentParser:
         help="where compare.html and compare.json go (default: %(default)s)",
     )  # fmt: skip
     compare.set_defaults(handler=compare_command)
+    outcomes = commands.add_parser(
+        "outcomes",
+        help="take in observed outcomes (CSV: prediction_id, SeriousDlqin2yrs, observed_at) of "
+        "logged predictions; a file with any bad row stores nothing, known ones are skipped",
+    )
+    outcomes.add_argument("file", type=Path, metavar="FILE.csv")
+    add_log_dir(outcomes)
+    outcomes.set_defaults(handler=outcomes_command)
+    performance = commands.add_parser(
+        "performance",
+        help="realized performance of each served version on the applicants whose outcomes "
+        "are known (exit 3 when degraded against its test split)",
+    )
+    add_window(performance)
+    performance.add_argument(
+        "--output", type=Path, default=Path("reports/performance"), metavar="DIR",
+        help="where performance.html and performance.json go (default: %(default)s)",
+    )  # fmt: skip
+    performance.set_defaults(handler=performance_command)
+    training_data = commands.add_parser(
+        "training-data",
+        help="write the logged applicants that have outcomes as a Kaggle-format training CSV",
+    )
+    add_log_dir(training_data)
+    training_data.add_argument("--output", type=Path, required=True, metavar="FILE.csv")
+    training_data.set_defaults(handler=training_data_command)
     keys = commands.add_parser(
         "keys",
         help="the scoring API's keys: add (prints the new key once, stores its hash), revoke, list",
@@ -206,7 +262,8 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``credit-risk`` console script."""
     command_line = parser()
     args = command_line.parse_args(argv)
-    if args.command == "compare" and args.since and args.until and args.until < args.since:
+    windowed = args.command in ("compare", "performance")
+    if windowed and args.since and args.until and args.until < args.since:
         command_line.error(f"--until {args.until} is before --since {args.since}")
     quiet_mlflow()
     with errors_as_one_line(args.command):

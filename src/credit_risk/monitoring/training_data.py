@@ -1,0 +1,66 @@
+"""``credit-risk training-data``: the logged applicants whose outcome is known, as a training file.
+
+The file is in the Kaggle format the pipeline reads (the unnamed index column, the target
+``SeriousDlqin2yrs``, the contract's Kaggle column names, ``NA`` for a missing value), one row
+per logged prediction with an outcome, in log order, each value exactly as it was scored. So
+``dvc exp run -S data.raw=FILE.csv`` retrains on the applicants the lender really saw, and the
+dataset fingerprint of that run tells which file it was. It is written to a temporary file
+first and renamed: a reader never sees half a file.
+"""
+
+import csv
+import os
+import tempfile
+from pathlib import Path
+
+from credit_risk.ml.contract import FEATURES, TARGET
+from credit_risk.ml.data import DataError
+from credit_risk.monitoring.outcomes import stored_outcomes
+from credit_risk.serving.prediction_log import iter_records
+
+
+def cell(feature, value) -> str:
+    """A logged input value as the Kaggle file writes it (floats round-trip exactly)."""
+    if value is None:
+        return "NA"
+    return str(int(value)) if feature.integer else repr(float(value))
+
+
+def write_training_data(directory: Path, output: Path) -> str:
+    """Write the applicants of ``directory``'s log that have outcomes to ``output``; the
+    one-line summary."""
+    outcomes = stored_outcomes(directory)
+    if not outcomes:
+        raise DataError(
+            f"{directory}: no outcomes taken in yet (credit-risk outcomes FILE.csv {directory})"
+        )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    written: set[str] = set()
+    defaults = 0
+    with tempfile.NamedTemporaryFile(
+        "w", dir=output.parent, prefix=f".{output.name}.", delete=False, newline=""
+    ) as file:
+        try:
+            writer = csv.writer(file, lineterminator="\n")
+            writer.writerow(["", TARGET, *(feature.kaggle_name for feature in FEATURES)])
+            for record in iter_records(directory):
+                outcome = outcomes.get(record["prediction_id"])
+                if outcome is None or outcome.prediction_id in written:
+                    continue
+                written.add(outcome.prediction_id)
+                defaults += outcome.defaulted
+                inputs = record["inputs"]
+                values = [cell(feature, inputs[feature.name]) for feature in FEATURES]
+                writer.writerow([len(written), outcome.defaulted, *values])
+            file.flush()
+            os.fsync(file.fileno())
+        except BaseException:
+            os.unlink(file.name)
+            raise
+    os.replace(file.name, output)
+    missing = len(outcomes) - len(written)
+    unmatched = f"; {missing} outcomes whose prediction is no longer in the log" if missing else ""
+    return (
+        f"training-data: {len(written)} applicants with outcomes ({defaults} defaulted) from "
+        f"{directory} written to {output}{unmatched}"
+    )
