@@ -170,3 +170,19 @@ def test_against_the_registry_and_in_a_browser(project, tmp_path):
     pixels = np.asarray(Image.open(screenshot).convert("RGB")).astype(int)
     orange = np.all(np.abs(pixels - (0xF0, 0x8A, 0x24)) < 8, axis=2)
     assert orange.sum() > 500  # the observed default rates' bars were drawn
+
+
+def test_a_prediction_logged_twice_counts_once(project_folder, tmp_path):
+    log = tmp_path / "predictions"
+    ids, _, defaulted = log_world(log, 400)
+    log_world(log, 400, seed=0)  # the same probabilities again, under new ids
+    take_in(log, ids, defaulted, tmp_path / "o.csv")
+    (first,) = [path for path in log.glob("predictions-*.jsonl") if ids[0] in path.read_text()]
+    twice = first.read_text(encoding="utf-8").splitlines()[:3]
+    with first.open("a", encoding="utf-8") as file:
+        file.write("\n".join(twice) + "\n")
+    performance_report(log, None, None, tmp_path / "report")
+    report = json.loads((tmp_path / "report" / "performance.json").read_text())
+    (entry,) = report["versions"]
+    assert (entry["with_outcome"], entry["without_outcome"]) == (400, 400)
+    assert report["skipped"]["repeated_prediction_ids"] == 3

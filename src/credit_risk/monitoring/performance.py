@@ -2,11 +2,12 @@
 applicants whose outcomes are known.
 
 The prediction log is read line by line (one file in memory at a time); of each record only its
-version, day, probability and score are kept, and only when its outcome is known, so memory
-grows with the outcomes, not with the log. Per version: ROC AUC with DeLong's 95 % interval,
-Gini, KS, the expected calibration error over the same quantile bands the gate uses
-(``train.calibration_bins``), the table of those score bands (predicted against observed default
-rate), the default rate by month of application, and the decisions with and without outcomes.
+version, day, probability and score are kept, and only when its outcome is known (such a
+prediction id found twice counts once), so memory grows with the outcomes, not with the log.
+Per version: ROC AUC with DeLong's 95 % interval, Gini, KS, the expected calibration error over
+the same quantile bands the gate uses (``train.calibration_bins``), the table of those score
+bands (predicted against observed default rate), the default rate by month of application, and
+the decisions with and without outcomes.
 """
 
 from dataclasses import dataclass, field
@@ -67,15 +68,15 @@ def read_cohorts(
             if not first <= day <= last:
                 cohorts.outside_window += 1
                 continue
-            if identifier in seen:
-                cohorts.repeated_ids += 1
-                continue
-            seen.add(identifier)
             cohort = cohorts.versions.setdefault(version, Cohort())
             outcome = outcomes.get(identifier)
             if outcome is None:
                 cohort.without_outcome += 1
                 continue
+            if identifier in seen:
+                cohorts.repeated_ids += 1
+                continue
+            seen.add(identifier)
             cohort.probabilities.append(record["probability"])
             cohort.scores.append(record["score"])
             cohort.defaulted.append(outcome.defaulted)
