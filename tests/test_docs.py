@@ -23,6 +23,10 @@ import pytest
 from conftest import PROJECT, pipeline_env, run
 
 DOCUMENTS = [PROJECT / "README.md", *sorted((PROJECT / "docs").glob("*.md"))]
+# Run by tests/test_docs_containers.py: a file of its own, so that with the tests spread over
+# workers by file it runs beside the other documents (it alone takes about 15 minutes).
+CONTAINERS = PROJECT / "docs" / "containers.md"
+RUN_HERE = [document for document in DOCUMENTS if document != CONTAINERS]
 README_LIMIT = 12 * 1024
 NOT_RUN = "# not run by the docs tests:"
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
@@ -192,8 +196,13 @@ def stop_leftovers(folder: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda path: path.name)
+@pytest.mark.parametrize("document", RUN_HERE, ids=lambda path: path.name)
 def test_document_commands_work_as_written(document, tmp_path):
+    run_document(document, tmp_path)
+
+
+def run_document(document: Path, tmp_path: Path) -> None:
+    """Run ``document``'s shell blocks in a fresh copy of the project; check what they print."""
     blocks = [block for block in shell_blocks(document) if block.runs]
     if not blocks:
         pytest.skip(f"{document.name} has no shell block to run")
