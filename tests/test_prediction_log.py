@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -185,14 +186,32 @@ def test_records_count_as_shipped_once_their_totals_are_logged(tmp_path):
         stop(process)
 
 
+@pytest.fixture
+def started() -> Iterator:
+    """Starts shipping processes for a test, and stops them (and their children) after it."""
+    shippers = []
+
+    def start(shipper: ShipperProcess) -> ShipperProcess:
+        shippers.append(shipper)
+        shipper.start()
+        return shipper
+
+    yield start
+    for shipper in shippers:
+        child = shipper.child
+        shipper.stop()
+        assert child is None or child.poll() is not None
+
+
 @pytest.mark.slow
-def test_the_shipper_survives_a_corrupt_state_file_and_says_so(tmp_path, tracking, monkeypatch):
+def test_the_shipper_survives_a_corrupt_state_file_and_says_so(
+    tmp_path, tracking, monkeypatch, started
+):
     monkeypatch.setenv("CREDIT_RISK_SHIP_INTERVAL", "0.2")
     directory = tmp_path / "log"
     PredictionLog(directory).append(records(3))
     (directory / STATE_FILE).write_text("{not json")
-    shipper = ShipperProcess(directory, tracking)
-    shipper.start()
+    shipper = started(ShipperProcess(directory, tracking))
     wait_for(lambda: shipper.status("1")["last_attempt"] is not None)  # a round failed
     status = shipper.status("1")
     assert status["alive"] and "corrupt" in status["error"] and not status["ok"]
@@ -204,12 +223,11 @@ def test_the_shipper_survives_a_corrupt_state_file_and_says_so(tmp_path, trackin
 
 
 @pytest.mark.slow
-def test_a_killed_shipping_process_is_started_again(tmp_path, tracking, monkeypatch):
+def test_a_killed_shipping_process_is_started_again(tmp_path, tracking, monkeypatch, started):
     monkeypatch.setenv("CREDIT_RISK_SHIP_INTERVAL", "0.2")
     log = PredictionLog(tmp_path / "log")
     log.append(records(2, version="40"))
-    shipper = ShipperProcess(log.directory, tracking)
-    shipper.start()
+    shipper = started(ShipperProcess(log.directory, tracking))
     wait_for(lambda: shipper.status("40")["shipped_records"] == 2)
     wait_for(lambda: shipper.status("40")["role"] == "shipping")  # its report follows the state
     first = shipper.child

@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 from credit_risk.serving.shipping import SHIP_INTERVAL_ENV, Shipper, shipping_status
@@ -39,12 +38,27 @@ class ShipperProcess:
         self.progress = {"role": "starting", "error": None, "last_attempt": None}
         self.progress["last_success"] = None
         self.child: subprocess.Popen | None = None
+        self._stopped = threading.Event()
         self._supervisor = threading.Thread(
             target=self._supervise, name="prediction-shipper", daemon=True
         )
 
     def start(self) -> None:
         self._supervisor.start()
+
+    def stop(self) -> None:
+        """End the shipping process and start no other (a service needs not: its exit ends
+        the child)."""
+        self._stopped.set()
+        self._end_child()
+        if self._supervisor.is_alive():
+            self._supervisor.join()  # it returns once its child has exited
+
+    def _end_child(self) -> None:
+        """Close the child's standard input: its signal to exit."""
+        child = self.child
+        if child is not None and child.stdin is not None and not child.stdin.closed:
+            child.stdin.close()
 
     def is_alive(self) -> bool:
         return self.child is not None and self.child.poll() is None
@@ -54,7 +68,7 @@ class ShipperProcess:
         return shipping_status(self, self.progress, self.is_alive(), model_version)
 
     def _supervise(self) -> None:
-        while True:
+        while not self._stopped.is_set():
             try:
                 outcome = f"exited with status {self._run_child()}"
             except OSError as error:  # no process could be made (memory, process limits)
@@ -62,7 +76,7 @@ class ShipperProcess:
             self.progress = self.progress | {
                 "error": f"the shipping process {outcome}; starting it again in {self.interval:g} s"
             }
-            time.sleep(self.interval)
+            self._stopped.wait(self.interval)
 
     def _run_child(self) -> int:
         """Run one shipping process until it exits, taking its progress reports."""
@@ -83,6 +97,8 @@ class ShipperProcess:
             raise
         finally:
             os.close(report_end)
+        if self._stopped.is_set():  # stop() came while it was being started
+            self._end_child()
         with os.fdopen(reports, "rb") as lines:
             for line in lines:
                 if line.endswith(b"\n"):  # not the start of a report cut off by its death
