@@ -66,6 +66,16 @@ def test_keys_add_list_revoke(tmp_path):
     ]
 
 
+def test_a_replaced_keys_file_keeps_its_permissions(tmp_path):
+    """A keys file opened up for a container's user (it holds only hashes) stays so."""
+    file = tmp_path / "api-keys"
+    added_key(file, "first")
+    file.chmod(0o644)
+    added_key(file, "second")
+    keys("revoke", "first", file=file)
+    assert stat.S_IMODE(file.stat().st_mode) == 0o644
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -16,6 +16,7 @@ import hmac
 import os
 import re
 import secrets
+import stat
 import tempfile
 import time
 from dataclasses import dataclass
@@ -112,14 +113,19 @@ def read_keys(path: Path) -> list[StoredKey]:
 
 
 def write_keys(path: Path, keys: list[StoredKey]) -> None:
-    """Replace the file at ``path`` with ``keys``, atomically (temporary file, fsync, rename),
-    readable by its owner only."""
+    """Replace the file at ``path`` with ``keys``, atomically (temporary file, fsync, rename).
+    A new file is readable by its owner only; a replaced one keeps its permissions (e.g. made
+    readable for a container's user, docs/containers.md)."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        mode = FILE_MODE
     text = "# credit-risk API keys: NAME sha256:HASH ADDED (credit-risk keys add|revoke|list)\n"
     text += "".join(f"{key.name} sha256:{key.digest} {key.added}\n" for key in keys)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-            os.fchmod(stream.fileno(), FILE_MODE)
+            os.fchmod(stream.fileno(), mode)
             stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())
