@@ -279,28 +279,31 @@ def hammering(url: str, body: dict, clients: int = 8) -> Iterator[list[str]]:
 
 
 @contextlib.contextmanager
-def answers_under_load(url: str, body: dict, clients: int = 4) -> Iterator[list[tuple[int, dict]]]:
-    """``clients`` threads posting ``body`` to ``/predict`` until the block ends; yields
-    every answer as (status, body) as it arrives, transport errors as status 0."""
+def answers_under_load(url: str, body: dict, clients: int = 4, key: str | None = None
+                       ) -> Iterator[list[tuple[int, dict]]]:  # fmt: skip
+    """``clients`` threads posting ``body`` to ``/predict`` (with API ``key`` if given) until
+    the block ends; yields every answer as (status, body) as it arrives, transport errors as
+    status 0."""
     answers = []
 
     def take(status: int, answer: dict) -> bool:
         answers.append((status, answer))
         return True  # every client goes on until the block ends
 
-    with posting(url, body, clients, take):
+    with posting(url, body, clients, take, key):
         yield answers
 
 
 @contextlib.contextmanager
-def posting(url: str, body: dict, clients: int, take) -> Iterator[None]:
-    """``clients`` threads posting ``body`` to ``url``'s ``/predict`` until the block ends,
-    each answer passed to ``take(status, json)`` (status 0, with the error, for a transport
-    error); a thread stops when ``take`` returns false."""
+def posting(url: str, body: dict, clients: int, take, key: str | None = None) -> Iterator[None]:
+    """``clients`` threads posting ``body`` to ``url``'s ``/predict`` (with API ``key`` if
+    given) until the block ends, each answer passed to ``take(status, json)`` (status 0, with
+    the error, for a transport error); a thread stops when ``take`` returns false."""
     done = threading.Event()
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
 
     def post():
-        with httpx.Client(base_url=url, timeout=10) as client:
+        with httpx.Client(base_url=url, timeout=10, headers=headers) as client:
             while not done.is_set():
                 try:
                     answer = client.post("/predict", json=body)

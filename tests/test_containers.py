@@ -7,6 +7,7 @@ where no container engine works.
 """
 
 import hashlib
+import json
 import re
 import subprocess
 import sys
@@ -169,12 +170,14 @@ def bentoml_home(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("bentoml")
 
 
-def containerize(engine: Engine, tracking_url: str, home: Path) -> str:
-    """`credit-risk containerize` as the README runs it: the Production version -> image."""
+def containerize(engine: Engine, tracking_url: str, home: Path, image: str = SERVICE_IMAGE) -> str:
+    """`credit-risk containerize` as the README runs it: the Production version -> ``image``
+    (another name than the README's for a test whose registry is its own)."""
     env = pipeline_env(MLFLOW_TRACKING_URI=tracking_url, BENTOML_HOME=str(home),
                        BENTOML_DO_NOT_TRACK="true")  # fmt: skip
+    tag = [] if image == SERVICE_IMAGE else ["--tag", image]
     result = subprocess.run(
-        [str(TOOLS / "credit-risk"), "containerize", "--engine", engine.name],
+        [str(TOOLS / "credit-risk"), "containerize", "--engine", engine.name, *tag],
         cwd=PROJECT, env=env, capture_output=True, text=True, timeout=1200,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
@@ -182,10 +185,10 @@ def containerize(engine: Engine, tracking_url: str, home: Path) -> str:
     assert lines[0] == "containerize: importing the registry's Production version"
     assert lines[1].startswith(f"imported {MODEL_NAME} version 1 (Production)")
     assert lines[2] == "containerize: building the bento of bentofile.yaml"
-    assert lines[3].startswith(f"containerize: building image {SERVICE_IMAGE} from ")
-    assert re.fullmatch(rf"built image {SERVICE_IMAGE} .* with {engine.name} in \d+ s", lines[4])
+    assert lines[3].startswith(f"containerize: building image {image} from ")
+    assert re.fullmatch(rf"built image {re.escape(image)} .* with {engine.name} in \d+ s", lines[4])
     assert len(lines) == 5, result.stdout  # the engine's output only when it fails
-    return SERVICE_IMAGE
+    return image
 
 
 def test_a_failed_image_build_shows_the_engines_last_lines_and_one_error(engine, tmp_path):
@@ -263,6 +266,38 @@ def test_images_run_as_a_non_root_user(engine, train_image, mlflow_image, servic
         assert uid.isdigit() and uid != "0", f"{image} runs as {uid}"
 
 
+def test_the_service_image_refuses_to_start_without_keys(engine, service_image):
+    """No keys file and no explicit anonymous access: one line, exit 1, nothing served."""
+    result = engine("run", "--rm", service_image, check=False, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in output, output
+    assert [line for line in output.splitlines() if "refusing to start" in line] == [
+        "credit-risk service: refusing to start: no API keys: set CREDIT_RISK_API_KEYS_FILE to a "
+        "keys file (`credit-risk keys add NAME`), or CREDIT_RISK_ALLOW_ANONYMOUS=1 to serve "
+        "without keys"
+    ], output
+
+
+def test_the_service_image_refuses_a_keys_file_its_user_cannot_read(
+    engine, service_image, tmp_path
+):
+    """The keys file as `credit-risk keys add` makes it (owner only), mounted as compose does:
+    one line naming the file and the reason, exit 1."""
+    folder = tmp_path / "keys"
+    folder.mkdir()
+    run([CREDIT_RISK, "keys", "add", "owner-only", "--file", str(folder / "api-keys")], tmp_path)
+    result = engine("run", "--rm", "-v", f"{folder}:/run/credit-risk/keys:ro",
+                    "-e", "CREDIT_RISK_API_KEYS_FILE=/run/credit-risk/keys/api-keys",
+                    service_image, check=False, timeout=300)  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in output, output
+    assert [line for line in output.splitlines() if "refusing to start" in line] == [
+        "credit-risk service: refusing to start: cannot read the keys file "
+        "/run/credit-risk/keys/api-keys: [Errno 13] Permission denied: "
+        "'/run/credit-risk/keys/api-keys'"
+    ], output
+
+
 def test_generated_service_dockerfile_passes_hadolint(service_image, bentoml_home):
     bentos = bentoml_home / "bentos" / "credit-risk-service"
     dockerfile = bentos / (bentos / "latest").read_text().strip() / "env" / "docker" / "Dockerfile"
@@ -303,10 +338,11 @@ def volume(engine: Engine) -> Iterator[str]:
     engine("volume", "rm", "-f", name, check=False)
 
 
-def verify(url: str) -> str:
-    """tests/verify.sh against ``url``; its output."""
+def verify(url: str, key: str | None = None) -> str:
+    """tests/verify.sh against ``url`` (with API ``key`` if given); its output."""
+    env = pipeline_env(CREDIT_RISK_API_KEY=key) if key else pipeline_env()
     result = subprocess.run([str(PROJECT / "tests" / "verify.sh"), url], capture_output=True,
-                            text=True, timeout=120)  # fmt: skip
+                            text=True, timeout=120, env=env)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
@@ -345,13 +381,20 @@ def test_service_image_killed_under_load_loses_no_acknowledged_prediction(
 
 
 class Stack:
-    """One compose project of compose.yaml, on free loopback ports."""
+    """One compose project of compose.yaml, on free loopback ports, the api's keys file in
+    ``keys_folder``."""
 
-    def __init__(self, engine: Engine, **settings: str):
+    def __init__(self, engine: Engine, keys_folder: Path, **settings: str):
         self.engine, self.project = engine, f"crtest{uuid.uuid4().hex[:8]}"
         self.api_port, self.mlflow_port = free_port(), free_port()
+        self.keys_file = keys_folder / "api-keys"
+        # Its own api image: the model in credit-risk-service:latest comes from another registry
+        # (the docs tests build that name too, maybe at the same time).
+        self.service_image = f"credit-risk-service:{self.project}"
         self.env = pipeline_env(CREDIT_RISK_API_PORT=str(self.api_port),
                                 CREDIT_RISK_MLFLOW_PORT=str(self.mlflow_port),
+                                CREDIT_RISK_API_KEYS_DIR=str(keys_folder),
+                                CREDIT_RISK_SERVICE_IMAGE=self.service_image,
                                 CREDIT_RISK_SHIP_INTERVAL="1", **settings)  # fmt: skip
         self.api = f"http://127.0.0.1:{self.api_port}"
         self.mlflow = f"http://127.0.0.1:{self.mlflow_port}"
@@ -360,8 +403,13 @@ class Stack:
         return self.engine.compose(self.project, *args, env=self.env, check=check)
 
     def wait_for(self, service: str, url: str) -> None:
-        """Until ``url`` answers and the service's container passes its healthcheck."""
-        wait_until(lambda: answers(url), f"{service} at {url}")
+        """Until ``url`` answers and the service's container passes its healthcheck; else
+        fail with the end of the service's log."""
+        try:
+            wait_until(lambda: answers(url), f"{service} at {url}")
+        except pytest.fail.Exception as failure:
+            log = self("logs", "--tail", "40", service, check=False)
+            pytest.fail(f"{failure}\n{service}'s log:\n{log.stdout}{log.stderr}")
         container = self.engine.compose_container(self.project, service)
         wait_until(lambda: self.engine.is_healthy(container), f"{service} healthcheck")
 
@@ -369,13 +417,24 @@ class Stack:
         """`compose run --rm trainer`; its output."""
         return self("run", "--rm", "trainer").stdout
 
+    def add_key(self, name: str) -> str:
+        """A new key in the api's keys file (readable by the api's user, as documented)."""
+        self.keys_file.parent.mkdir(exist_ok=True)
+        key = run([CREDIT_RISK, "keys", "add", name, "--file", str(self.keys_file)], PROJECT)
+        self.keys_file.chmod(0o644)
+        return key.stdout.strip()
+
+    def revoke_key(self, name: str) -> None:
+        run([CREDIT_RISK, "keys", "revoke", name, "--file", str(self.keys_file)], PROJECT)
+
     def remove(self) -> None:
         self("down", "-v", check=False)
+        self.engine("rmi", "-f", self.service_image, check=False)
 
 
 @pytest.fixture
-def stack(engine, train_image, mlflow_image) -> Iterator[Stack]:
-    stack = Stack(engine)
+def stack(engine, train_image, mlflow_image, tmp_path) -> Iterator[Stack]:
+    stack = Stack(engine, tmp_path / "keys")
     yield stack
     stack.remove()
 
@@ -401,23 +460,73 @@ def shipped_everything(stack: Stack, total: int) -> bool:
     return shipping["shipped_records"] == total and shipping["pending_bytes"] == 0
 
 
+def wait_until_shipped(stack: Stack, total: int) -> None:
+    """Until the api has shipped ``total`` records; else fail with its ``/health``."""
+    try:
+        wait_until(lambda: shipped_everything(stack, total), f"{total} predictions shipped")
+    except pytest.fail.Exception as failure:
+        health = httpx.get(f"{stack.api}/health", timeout=10).text
+        pytest.fail(f"{failure}\n/health: {health}")
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def lockdown(engine: Engine, container: str) -> dict:
+    """What the engine says of a container's lockdown, and what its first process has."""
+    host = json.loads(engine("inspect", container).stdout)[0]["HostConfig"]
+    status = engine("exec", container, "cat", "/proc/1/status").stdout
+    return {
+        "read_only": host["ReadonlyRootfs"],
+        "no_new_privileges": any("no-new-privileges" in o for o in host["SecurityOpt"] or []),
+        "process": process_lockdown(status),
+    }
+
+
+def process_lockdown(status: str) -> dict:
+    """The bounding capabilities and no_new_privs flag in a ``/proc/PID/status``."""
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    return {"CapBnd": fields["CapBnd"].strip(), "NoNewPrivs": fields["NoNewPrivs"].strip()}
+
+
+LOCKED = {"CapBnd": "0000000000000000", "NoNewPrivs": "1"}
+
+
 def test_compose_stack_end_to_end_and_restarts_without_data_loss(engine, stack, tmp_path):
-    """The README's order: up mlflow, run trainer, containerize, up api, verify; then
-    `restart api`, `down` (volumes kept) and `up`: runs, versions, shipped counts remain."""
+    """The README's order: up mlflow, run trainer, containerize, a key, up api, verify; then
+    `restart api`, `down` (volumes kept) and `up`: runs, versions, shipped counts remain. The
+    api answers only with a key, logs its name, and follows the keys file; the containers are
+    locked down."""
     stack("up", "-d", "mlflow")
     stack.wait_for("mlflow", f"{stack.mlflow}/health")
     assert "Production is version 1 [http://mlflow:5000]" in stack.train()
-    containerize(engine, stack.mlflow, tmp_path / "bentoml")
+    containerize(engine, stack.mlflow, tmp_path / "bentoml", stack.service_image)
+    key = stack.add_key("compose-test")
     stack("up", "-d", "api")
     stack.wait_for("api", f"{stack.api}/readyz")
-    assert "credit-risk-model v1 Production" in verify(stack.api)
+    assert "credit-risk-model v1 Production" in verify(stack.api, key)
     with httpx.Client(base_url=stack.api, timeout=10) as client:
         for _ in range(20):
-            assert client.post("/predict", json=SAMPLE).status_code == 200
-    wait_until(lambda: shipped_everything(stack, 21), "21 predictions shipped")
+            assert client.post("/predict", json=SAMPLE, headers=bearer(key)).status_code == 200
+        assert client.post("/predict", json=SAMPLE).status_code == 401
+        assert client.get("/model/info", headers=bearer(key[:-1] + "x")).status_code == 401
+    wait_until_shipped(stack, 21)
     before = registry_snapshot(stack.mlflow)
     assert len(before["training_runs"]) == 1 and before["versions"] == ["1"]
     assert list(before["shipped"].values()) == [21]
+    (serving_run,) = before["shipped"]
+    shipped = mlflow_records({"MLFLOW_TRACKING_URI": stack.mlflow}, serving_run)
+    assert {record["api_key"] for record in shipped.values()} == {"compose-test"}
+    assert key not in json.dumps(shipped) and key not in stack("logs", "api").stdout
+
+    for service in ("mlflow", "api"):
+        container = engine.compose_container(stack.project, service)
+        assert lockdown(engine, container) == {
+            "read_only": True, "no_new_privileges": True, "process": LOCKED
+        }, service  # fmt: skip
+    trainer = stack("run", "--rm", "trainer", "cat", "/proc/self/status").stdout
+    assert process_lockdown(trainer) == LOCKED
 
     stack("restart", "api")
     stack.wait_for("api", f"{stack.api}/readyz")
@@ -429,13 +538,13 @@ def test_compose_stack_end_to_end_and_restarts_without_data_loss(engine, stack, 
     stack.wait_for("api", f"{stack.api}/readyz")
     assert registry_snapshot(stack.mlflow) == before
     assert shipped_everything(stack, 21)
-    verify(stack.api)
-    wait_until(lambda: shipped_everything(stack, 22), "the new prediction shipped")
+    verify(stack.api, key)
+    wait_until_shipped(stack, 22)
     assert list(registry_snapshot(stack.mlflow)["shipped"].values()) == [22]
 
     # Rollout: the trainer registers an experiment, a reviewer promotes it from the host; the
     # running api serves it, with no restart and no failed request.
-    with answers_under_load(stack.api, SAMPLE, clients=2) as answers:
+    with answers_under_load(stack.api, SAMPLE, clients=2, key=key) as answers:
         experiment = ["dvc", "exp", "run", "-S", "train.model=logistic_regression"]
         stack("run", "--rm", "trainer", *experiment)
         promote = [CREDIT_RISK, "promote", "2", "--reason", "compose rollout", "--override-gate"]
@@ -445,11 +554,20 @@ def test_compose_stack_end_to_end_and_restarts_without_data_loss(engine, stack, 
     scored = sorted((body["timestamp"], body["model_version"]) for _, body in answers)
     assert scored[0][1] == "1" and scored[-1][1] == "2"  # in the order they were scored
 
+    # Rotation in the running container: a new key, the old one revoked.
+    successor = stack.add_key("compose-test-2")
+    stack.revoke_key("compose-test")
+    info = f"{stack.api}/model/info"
+    wait_until(lambda: httpx.get(info, headers=bearer(key)).status_code == 401, "revoked", 30)
+    assert httpx.get(info, headers=bearer(successor)).status_code == 200
+
 
 @pytest.mark.skipif(not REAL_DATA.is_file(), reason=f"{REAL_DATA} is not on this machine")
-def test_trainer_reads_the_file_named_by_credit_risk_data(engine, train_image, mlflow_image):
+def test_trainer_reads_the_file_named_by_credit_risk_data(
+    engine, train_image, mlflow_image, tmp_path
+):
     """CREDIT_RISK_DATA mounts the real Kaggle file (read-only) where the trainer reads it."""
-    stack = Stack(engine, CREDIT_RISK_DATA=str(REAL_DATA))
+    stack = Stack(engine, tmp_path / "keys", CREDIT_RISK_DATA=str(REAL_DATA))
     try:
         stack("up", "-d", "mlflow")
         stack.wait_for("mlflow", f"{stack.mlflow}/health")
