@@ -264,9 +264,11 @@ class Server:
 
 
 @contextlib.contextmanager
-def hammering(url: str, body: dict, clients: int = 8) -> Iterator[list[str]]:
-    """``clients`` threads posting ``body`` to ``url``'s ``/predict`` until the block ends (or
-    the service goes away); yields the ids of the acknowledged predictions as they arrive."""
+def hammering(url: str, body: dict, clients: int = 8, key: str | None = None
+              ) -> Iterator[list[str]]:  # fmt: skip
+    """``clients`` threads posting ``body`` to ``url``'s ``/predict`` (with API ``key`` if
+    given) until the block ends (or the service goes away); yields the ids of the acknowledged
+    predictions as they arrive."""
     acknowledged = []
 
     def take(status: int, answer: dict) -> bool:
@@ -274,7 +276,7 @@ def hammering(url: str, body: dict, clients: int = 8) -> Iterator[list[str]]:
             acknowledged.append(answer["prediction_id"])
         return status != 0  # a transport error: the service is gone, this client stops
 
-    with posting(url, body, clients, take):
+    with posting(url, body, clients, take, key):
         yield acknowledged
 
 

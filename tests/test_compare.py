@@ -61,7 +61,7 @@ def service_answers(model, applicants: list[dict], version: str, threshold: floa
     """What the service's own scoring code answers for ``applicants`` with ``model``."""
     served = SimpleNamespace(decision_threshold=threshold, model_version=version)
     live = LiveModel(served, model, SCALE, DefaultProbability(model))
-    return CreditRiskService.inner.predict(SimpleNamespace(live=live), applicants)
+    return CreditRiskService.inner.assess(SimpleNamespace(live=live), applicants)
 
 
 def log_answers(directory, model, applicants: list[dict], version: str = "1") -> list[dict]:

@@ -1,11 +1,18 @@
-"""The service's OpenAPI document, generated in process: valid, and without warnings."""
+"""The service's OpenAPI document, generated in process: valid, and without warnings; the API
+methods' input validation."""
 
+import json
 import warnings
 
 from fastapi.openapi.utils import get_openapi
 from openapi_spec_validator import validate
+from pydantic import ValidationError
 
+from credit_risk.ml.contract import EXAMPLE_APPLICANT as SAMPLE
+from credit_risk.ml.contract import FEATURES
 from credit_risk.serving.routes import app, openapi
+from credit_risk.serving.schemas import APPLICANT
+from credit_risk.serving.service import CreditRiskService
 
 
 def test_the_routes_make_an_openapi_document_without_warnings():
@@ -44,3 +51,29 @@ def test_the_document_declares_the_bearer_scheme_and_401_where_a_key_is_needed()
     for path in ("/", "/health"):
         operation = document["paths"][path]["get"]
         assert "security" not in operation and "401" not in operation["responses"]
+
+
+def _outcome(validate, body: bytes):
+    try:
+        return "valid", json.dumps(dict(validate(body or b"{}")))
+    except ValidationError as error:
+        return "invalid", [(e["loc"], e["msg"]) for e in error.errors()]
+
+
+def test_bentoml_validates_predict_bodies_as_the_contract_schema():
+    """BentoML rebuilds an API method's input model; ``predict``'s must take and refuse
+    exactly what the contract's schema does, with the same values and messages."""
+    input_spec = CreditRiskService.apis["predict"].input_spec
+    bodies = [b"", b"{", b"[]", json.dumps(SAMPLE | {"x": 1}).encode()]
+    bodies.append(json.dumps(SAMPLE).replace("5400.0", "NaN").encode())
+    for feature in FEATURES:
+        for value in (feature.minimum, feature.maximum, feature.maximum + 1, -1, 1.5, 2.0, 2,
+                      "2", True, None, 10**30, 1e308):  # fmt: skip
+            bodies.append(json.dumps(SAMPLE | {feature.name: value}).encode())
+    outcomes = [
+        (_outcome(APPLICANT.validate_json, body), _outcome(input_spec.model_validate_json, body))
+        for body in bodies
+    ]
+    assert all(ours == bentoml for ours, bentoml in outcomes[4:])
+    assert {ours[0] for ours, _ in outcomes} == {"valid", "invalid"}
+    assert [bentoml[0] for _, bentoml in outcomes[:4]] == ["invalid"] * 4

@@ -27,7 +27,7 @@ from credit_risk.ml.contract import EXAMPLE_APPLICANT
 from credit_risk.serving.prediction_log import PredictionLog, log_files, read_records
 from credit_risk.serving.shipping import Shipper
 from credit_risk.serving.shipping_process import ShipperProcess
-from credit_risk.serving.shipping_state import STATE_FILE, read_state
+from credit_risk.serving.shipping_state import STATE_FILE, read_progress, read_state
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +215,7 @@ def test_the_shipper_survives_a_corrupt_state_file_and_says_so(
     wait_for(lambda: shipper.status("1")["last_attempt"] is not None)  # a round failed
     status = shipper.status("1")
     assert status["alive"] and "corrupt" in status["error"] and not status["ok"]
-    assert "corrupt" in shipper.progress["error"]  # as the shipping process reported it
+    assert "corrupt" in read_progress(directory)["error"]  # as the shipping process saved it
     (directory / STATE_FILE).unlink()  # the operator's fix
     wait_for(lambda: shipper.status("1")["shipped_records"] == 3)
     wait_for(lambda: shipper.status("1")["ok"])  # once the round that shipped them ended

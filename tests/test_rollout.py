@@ -35,7 +35,7 @@ from sklearn.preprocessing import FunctionTransformer
 from credit_risk.ml.contract import EXAMPLE_APPLICANT
 from credit_risk.ml.fingerprints import file_sha256
 from credit_risk.registry.model_artifact import download_artifact
-from credit_risk.serving.prediction_log import read_records
+from credit_risk.serving.prediction_log import log_files, read_records
 
 pytestmark = pytest.mark.slow
 MODEL = "credit-risk-model"
@@ -94,11 +94,13 @@ def test_promotion_and_rollback_under_load_fail_no_request(registry, tmp_path):
             wait_for(lambda: answering(answers, "1"), timeout=30)
         failed = [answer for answer in answers if answer[0] != 200]
         assert not failed, failed[:5]
-        # In the order they were scored (clients receive answers in any order around a swap).
-        scored = sorted((body["timestamp"], body["model_version"]) for _, body in answers)
-        versions = [version for _, version in scored]
-        switches = [v for i, v in enumerate(versions) if i == 0 or v != versions[i - 1]]
-        assert switches == ["1", "2", "1"]
+        # Each worker (its own log file, in the order it scored) switched at most once per
+        # promotion: the workers follow the registry each on its own, a second or so apart,
+        # and the load may end before the last one has answered with version 1 again.
+        for log_file in log_files(tmp_path / "predictions"):
+            versions = [json.loads(line)["model_version"] for line in log_file.open()]
+            switches = [v for i, v in enumerate(versions) if i == 0 or v != versions[i - 1]]
+            assert "".join(switches) in "121", (log_file.name, switches)
         by_version = {v: {body["prediction"] for _, body in answers if body["model_version"] == v}
                       for v in ("1", "2")}  # fmt: skip
         probability = answers[0][1]["probability"]
@@ -202,12 +204,19 @@ def test_tampered_production_versions_are_refused_while_the_last_verified_one_se
         assert answers and {(status, body["model_version"]) for status, body in answers} == {
             (200, "1")
         }
+        # One line per worker that saw the version (a worker may see Production only after
+        # the next promotion), each naming its check.
         lines = [line for line in server.output.read_text().splitlines() if "refused" in line]
-        assert len(lines) == len(TAMPERED)
-        for line, (kind, named) in zip(lines, TAMPERED.items(), strict=True):
-            assert f"version {bad[kind]} (Production) refused" in line and named in line
+        for kind, named in TAMPERED.items():
+            about = [line for line in lines if f"version {bad[kind]} (Production) refused" in line]
+            assert 1 <= len(about) <= 2 and all(named in line for line in about), lines
+        assert len(lines) <= 2 * len(TAMPERED), lines
     finally:
         server.stop()
+
+
+def post(server: Server) -> httpx.Response:
+    return httpx.post(f"{server.url}/predict", json=EXAMPLE_APPLICANT)
 
 
 def test_strict_mode_stops_answering_on_a_refused_version_and_refuses_to_start(registry, tmp_path):
@@ -219,7 +228,9 @@ def test_strict_mode_stops_answering_on_a_refused_version_and_refuses_to_start(r
     try:
         promote(bad, folder, env)
         wait_for(lambda: httpx.get(f"{server.url}/health").status_code == 503)
-        refused = httpx.post(f"{server.url}/predict", json=EXAMPLE_APPLICANT)
+        # every worker: a few answers in a row (each a new connection, any worker) are 503
+        wait_for(lambda: all(post(server).status_code == 503 for _ in range(6)))
+        refused = post(server)
         assert refused.status_code == 503 and f"version {bad} failed verification" in refused.text
         started = run(
             ["bentoml", "serve", SERVICE, "--port", str(free_port())], folder, env, check=False
@@ -267,13 +278,18 @@ def test_a_bad_model_file_in_the_bentoml_store_means_exit_1_and_one_line(offline
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_stopping_bentoml_serve_leaves_no_process_behind(offline_project, sig):
     """A signal to `bentoml serve`'s process group (with SIGKILL only the arbiter dies: the
-    worker runs in a session of its own) leaves no worker or shipping process; the port is
+    workers run in sessions of their own) leaves no worker or shipping process; the port is
     free again."""
     folder, env = offline_project
-    server = Server(env, folder)
+    server = Server(env | {"CREDIT_RISK_WORKERS": "2"}, folder)
     arbiter = psutil.Process(server.process.pid)
+
+    def commands() -> list[str]:  # /readyz answers once one worker is ready
+        return [" ".join(p.cmdline()) for p in arbiter.children(recursive=True)]
+
+    wait_for(lambda: sum("shipping_process" in command for command in commands()) == 1)
+    assert sum("_bentoml_impl.worker.service" in command for command in commands()) == 2
     processes = [arbiter, *arbiter.children(recursive=True)]
-    assert any("shipping_process" in " ".join(p.cmdline()) for p in processes)
     os.killpg(server.process.pid, sig)
     _, alive = psutil.wait_procs(processes, timeout=30)
     assert not alive, [p.cmdline() for p in alive]

@@ -36,8 +36,8 @@ RELOAD_SECONDS = 1.0
 """A running service looks at the keys file at most this often (its inode, size and mtime)."""
 OPEN_PATHS = frozenset(["/", "/health", "/livez", "/readyz", "/healthz"])
 """Routes answered without a key (probes, basic status); every other route needs one."""
-DOCUMENTATION_PATHS = frozenset(["/docs", "/docs.json", "/openapi.json"])
-"""The API's description, also open: it holds no data."""
+DOCUMENTATION_PATHS = frozenset(["/docs", "/docs.json", "/openapi.json", "/schema.json"])
+"""The API's description (``/schema.json`` for BentoML's clients), also open: it holds no data."""
 SCOPE_KEY = "api_key"
 """Where the middleware leaves the caller's key name in the ASGI scope."""
 UNAUTHORIZED = JSONResponse(

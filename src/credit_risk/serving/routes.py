@@ -1,10 +1,13 @@
-"""The HTTP API: FastAPI routes, each a thin adapter over the running service.
+"""The HTTP API: what each route answers, as thin adapters over the running service.
 
-The app is mounted on :class:`~credit_risk.serving.service.CreditRiskService` at ``/``. Routes
-are module functions that find the service with ``bentoml.get_current_service()``: BentoML's
-class-method routes get ``self`` from a synchronous FastAPI dependency, which runs in a thread
-pool on every request (measurably slower for ``/predict``). Bodies reach the routes already
-checked for size and content type (:mod:`credit_risk.serving.request_bodies`).
+``POST /predict`` and ``/predict/batch`` are the service's BentoML API methods (so BentoML's
+clients find them); BentoML validates their bodies and they answer with the functions here,
+as ready responses (no per-response schema work). The GET routes are a FastAPI app mounted on
+:class:`~credit_risk.serving.service.CreditRiskService` at ``/``: module functions that find
+the service with ``bentoml.get_current_service()`` (BentoML's class-method routes get ``self``
+from a synchronous FastAPI dependency, run in a thread pool on every request). Bodies reach the
+routes already checked for size and content type (:mod:`credit_risk.serving.request_bodies`).
+:func:`openapi` describes both kinds in one document.
 """
 
 import asyncio
@@ -14,18 +17,12 @@ import bentoml
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
-from pydantic import ValidationError
 from starlette.responses import JSONResponse, Response
 
 from credit_risk.serving.api_keys import SCOPE_KEY, keys_status
 from credit_risk.serving.batching import Overloaded, ScoringError
 from credit_risk.serving.request_bodies import MAX_BODY_BYTES
-from credit_risk.serving.schemas import (
-    APPLICANT,
-    BatchRequest,
-    ErrorResponse,
-    openapi_components,
-)
+from credit_risk.serving.schemas import ErrorResponse, openapi_components
 
 if TYPE_CHECKING:
     from credit_risk.serving.service import CreditRiskService
@@ -85,13 +82,6 @@ def _error(status: int, message: str, **headers: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers or None)
 
 
-def _invalid(error: ValidationError) -> JSONResponse:
-    """400 in BentoML's format, naming the fields."""
-    detail = error.errors(include_url=False, include_context=False, include_input=False)
-    body = {"error": f"{error.error_count()} validation error for {error.title}", "detail": detail}
-    return JSONResponse(body, status_code=400)
-
-
 def _json(body) -> Response:
     return Response(orjson.dumps(body), media_type="application/json")
 
@@ -135,14 +125,9 @@ async def model_info() -> dict:
     return service().model_info()
 
 
-@app.post("/predict", openapi_extra=_post("Applicant", "Prediction", MAX_BODY_BYTES["/predict"]))
-async def predict(request: Request) -> Response:
-    """Score one applicant (the bare body): ``prediction``, ``probability``, ..."""
-    try:
-        applicant = APPLICANT.validate_json(await request.body() or b"{}")
-    except ValidationError as error:
-        return _invalid(error)
-    running = service()
+async def predict(running: "CreditRiskService", applicant: dict, request: Request) -> Response:
+    """``POST /predict`` (the service's API method ``predict``): one applicant's logged
+    prediction through the group commit."""
     if refusal := running.refusal():
         return _error(503, refusal)
     try:
@@ -158,17 +143,11 @@ async def predict(request: Request) -> Response:
         return _error(500, str(error))
 
 
-@app.post(
-    "/predict/batch",
-    openapi_extra=_post("BatchRequest", "BatchResponse", MAX_BODY_BYTES["/predict/batch"]),
-)
-async def predict_batch(request: Request) -> Response:
-    """Score up to 10,000 applicants: ``{"applicants": [...]}`` -> ``{"predictions": ...}``."""
-    try:
-        applicants = BatchRequest.model_validate_json(await request.body() or b"{}").applicants
-    except ValidationError as error:
-        return _invalid(error)
-    running = service()
+async def predict_batch(
+    running: "CreditRiskService", applicants: list[dict], request: Request
+) -> Response:
+    """``POST /predict/batch`` (the API method ``predict_batch``): every applicant's logged
+    prediction, or an error and none."""
     if refusal := running.refusal():
         return _error(503, refusal)
     try:
@@ -182,11 +161,26 @@ async def predict_batch(request: Request) -> Response:
     return _json({"predictions": predictions})
 
 
+API_METHODS = {
+    "/predict": ("predict", "Score one applicant (the bare body)", "Applicant", "Prediction"),
+    "/predict/batch": (
+        "predict_batch",
+        'Score up to 10,000 applicants: ``{"applicants": [...]}`` -> ``{"predictions": ...}``',
+        "BatchRequest",
+        "BatchResponse",
+    ),
+}
+"""The service's BentoML API methods (POST routes), as this document describes them."""
+
+
 def openapi() -> dict:
     """FastAPI's OpenAPI document with the schemas as resolvable components, and the bearer
     scheme on the routes that need a key."""
     if app.openapi_schema is None:
         document = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        for path, (name, summary, body, ok) in API_METHODS.items():
+            operation = {"summary": summary, "operationId": name}
+            document["paths"][path] = {"post": operation | _post(body, ok, MAX_BODY_BYTES[path])}
         components = document.setdefault("components", {})
         components["schemas"] = openapi_components()
         components["securitySchemes"] = {

@@ -8,7 +8,15 @@ here with references that resolve inside one OpenAPI document.
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    WithJsonSchema,
+    create_model,
+)
 from typing_extensions import TypedDict  # pydantic needs it for TypedDict on Python 3.11
 
 from credit_risk.ml.contract import FEATURES, Feature
@@ -18,7 +26,7 @@ REF_TEMPLATE = "#/components/schemas/{model}"
 
 
 def _whole_number(value: float) -> int:
-    if not value.is_integer():
+    if isinstance(value, float) and not value.is_integer():  # BentoML's input spec passes ints
         raise ValueError("Input should be a whole number")
     return int(value)
 
@@ -37,16 +45,24 @@ def _field(feature: Feature):
     return kind | None if feature.nullable else kind
 
 
+APPLICANT_CONFIG = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, title="Applicant")
 Applicant = TypedDict("Applicant", {feature.name: _field(feature) for feature in FEATURES})
 """One applicant: the contract's ten features (JSON numbers; nullable ones may be null)."""
-Applicant.__pydantic_config__ = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+Applicant.__pydantic_config__ = APPLICANT_CONFIG
 APPLICANT = TypeAdapter(Applicant)
+ApplicantInput = create_model(
+    "ApplicantInput",
+    __config__=APPLICANT_CONFIG,
+    **{feature.name: (_field(feature), ...) for feature in FEATURES},
+)
+"""The same applicant as a model: BentoML's input spec of ``predict`` (its fields are the
+API method's arguments, so ``SyncHTTPClient.predict(**applicant)`` sends the bare body)."""
 
 
 class BatchRequest(BaseModel):
     """``/predict/batch``'s body: ``{"applicants": [...]}``, nothing else."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", title="BatchRequest")
     applicants: list[Applicant] = Field(min_length=1, max_length=MAX_BATCH_ROWS)
 
 

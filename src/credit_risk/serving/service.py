@@ -24,11 +24,13 @@ from operator import itemgetter
 
 import bentoml
 import numpy as np
+from starlette.responses import Response
 from threadpoolctl import threadpool_limits
 
 from credit_risk.ml.contract import FEATURE_NAMES, REASON_CODES
 from credit_risk.registry.model_artifact import ModelRefused
 from credit_risk.registry.store import TrackingError
+from credit_risk.serving import routes
 from credit_risk.serving.api_keys import ApiKeyAuth, start_up_message
 from credit_risk.serving.batching import GroupCommit, ScoringError
 from credit_risk.serving.live_model import LiveModel, imported_model
@@ -48,10 +50,12 @@ from credit_risk.serving.production_follower import (
 from credit_risk.serving.release import BENTO_MODEL, ImportedModel
 from credit_risk.serving.request_bodies import RequestBodies
 from credit_risk.serving.routes import app
+from credit_risk.serving.schemas import ApplicantInput, BatchRequest, BatchResponse, Prediction
 from credit_risk.serving.shipping_process import ShipperProcess
 
 FEATURE_VALUES = itemgetter(*FEATURE_NAMES)
 NO_TRACKING_STORE = "off: MLFLOW_TRACKING_URI is not set; predictions stay in the local log"
+WORKERS_ENV = "CREDIT_RISK_WORKERS"
 ORPHAN_CHECK_SECONDS = 1.0
 
 
@@ -62,6 +66,21 @@ def assess_one(live: LiveModel, row: np.ndarray) -> tuple | Exception:
     except Exception as error:  # noqa: BLE001 - this applicant's answer is the error
         return ScoringError(f"the model could not score this applicant: {error}")
     return probability, score, reasons
+
+
+def workers_setting() -> tuple[int | str, str | None]:
+    """BentoML's ``workers``: ``$CREDIT_RISK_WORKERS`` (a whole number from 1), else one per
+    core (``cpu_count``: the container's CPU limit where it has one); and the error of a bad
+    setting (the service then refuses to start, one line)."""
+    value = os.environ.get(WORKERS_ENV, "").strip()
+    if not value:
+        return "cpu_count", None
+    if value.isdecimal() and int(value) >= 1:
+        return int(value), None
+    return 1, f"{WORKERS_ENV} must be a whole number of workers from 1, got {value!r}"
+
+
+WORKERS, WORKERS_ERROR = workers_setting()
 
 
 def stop_when_orphaned() -> None:
@@ -86,6 +105,7 @@ def stop_when_orphaned() -> None:
 
 @bentoml.asgi_app(app, path="/")
 @bentoml.service(
+    workers=WORKERS,
     traffic={"timeout": 60},
     # Per-request costs /predict can do without (see docs/performance.md): every prediction is
     # in the prediction log anyway, and /metrics still counts requests and latencies.
@@ -103,6 +123,9 @@ class CreditRiskService:
         with the trusted types and answer the probes, and the registry must have a Production
         version (verified here when it is not the imported one). A refusal is one line on
         stderr and exit status 1; an unreachable registry is a warning (or, strict, a refusal)."""
+        if WORKERS_ERROR:
+            print(f"credit-risk service: refusing to start: {WORKERS_ERROR}", file=sys.stderr)
+            raise SystemExit(1)
         model = CreditRiskService.inner.bento_model.resolve()
         try:
             check_log_directory(log_directory())
@@ -131,7 +154,8 @@ class CreditRiskService:
             self.follower.check_once()
             self.follower.start()
             self.shipper = ShipperProcess(self.log.directory, uri)
-            self.shipper.start()
+            if bentoml.server_context.worker_index in (None, 1):  # one for the directory
+                self.shipper.start()
         # Model calls and log writes leave the event loop: /predict groups in one thread,
         # batches in another, each with one OpenMP thread (a limit that is per thread). More
         # compete with the event loop and each other for the cores: HistGradientBoosting's
@@ -150,6 +174,20 @@ class CreditRiskService:
         gc.freeze()
         gc.set_threshold(50_000, 20, 100)
 
+    # The API methods answer with ready responses, status included. (A ``bentoml.Context``
+    # parameter would make BentoML overwrite that status with the context's, 200.)
+    @bentoml.api(route="/predict", input_spec=ApplicantInput, output_spec=Prediction)
+    async def predict(self, **applicant) -> Response:
+        """Score one applicant (the bare body): ``prediction``, ``probability``, ``score``,
+        ``reasons``, ... logged before the answer; with concurrent calls in one group."""
+        return await routes.predict(self, applicant, CreditRiskService.context.request)
+
+    @bentoml.api(route="/predict/batch", input_spec=BatchRequest, output_spec=BatchResponse)
+    async def predict_batch(self, applicants: list[dict]) -> Response:
+        """Score up to 10,000 applicants: ``{"applicants": [...]}`` -> ``{"predictions":
+        [...]}``, all logged before the answer, or none and an error."""
+        return await routes.predict_batch(self, applicants, CreditRiskService.context.request)
+
     def swap(self, live: LiveModel) -> None:
         """The follower's callback: score with a newly verified model from the next group on
         (a group reads :attr:`live` once)."""
@@ -162,7 +200,7 @@ class CreditRiskService:
             return self.follower.state["error"]
         return None
 
-    def predict(self, applicants: list[dict]) -> list[dict | Exception]:
+    def assess(self, applicants: list[dict]) -> list[dict | Exception]:
         """A prediction (with score and reason codes) per applicant, unlogged, all by one model;
         an applicant the model fails on gets the exception, the others scored one by one so
         that only it fails."""
@@ -195,7 +233,7 @@ class CreditRiskService:
     ) -> list[dict | Exception]:
         """``/predict`` groups: predictions, the scored ones logged durably (one fsync) first,
         each with the name of its caller's key."""
-        predictions = self.predict(applicants)
+        predictions = self.assess(applicants)
         self.log.append(
             [
                 {**prediction, "inputs": applicant, "api_key": api_key}
@@ -210,7 +248,7 @@ class CreditRiskService:
     def score_batch(self, applicants: list[dict], api_key: str | None) -> list[dict]:
         """``/predict/batch``: all predictions logged durably (with the name of the caller's
         key), or none and an error."""
-        predictions = self.predict(applicants)
+        predictions = self.assess(applicants)
         failed = [i for i, p in enumerate(predictions) if isinstance(p, Exception)]
         if failed:
             raise ScoringError(f"applicant {failed[0]}: {predictions[failed[0]]}")

@@ -10,18 +10,20 @@ directories (replicas, restarts) shipping to one run. Lines that are not records
 ``quarantine/`` and counted. Progress is ``shipped.json``, replaced atomically; records count
 as shipped there (and in ``/health``) once their run's totals are logged. A failed round
 (MLflow down, disk full) is retried next round, so nothing is lost. Only the process holding
-the directory's ``shipper.lock`` ships. Finished, fully shipped files are kept, compressed or
-deleted as ``CREDIT_RISK_SHIPPED_LOGS`` says. The service runs it in a process of its own
-(:mod:`credit_risk.serving.shipping_process`).
+the directory's ``shipper.lock`` ships; it saves its progress after each round in
+``shipping-progress.json``, which every worker's ``/health`` reads. Finished, fully shipped
+files are kept, compressed or deleted as ``CREDIT_RISK_SHIPPED_LOGS`` says. The service runs
+it in a process of its own (:mod:`credit_risk.serving.shipping_process`).
 """
 
+import contextlib
 import fcntl
 import os
 import re
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -41,6 +43,7 @@ from credit_risk.serving.shipping_state import (
     read_state,
     retention,
     retire,
+    save_progress,
     save_state,
 )
 
@@ -48,6 +51,7 @@ SHIP_INTERVAL_ENV = "CREDIT_RISK_SHIP_INTERVAL"
 ARTIFACT_DIR = "predictions"
 MAX_SHIPMENT_BYTES = 8 * 1024 * 1024
 STANDBY = "standby (another process ships this log)"
+LOCK_FILE = "shipper.lock"
 CHUNK_NAME = re.compile(
     r"^(?P<stem>.+)-(?P<start>\d{12})-(?P<end>\d{12})-(?P<records>\d+)r-(?P<positives>\d+)p\.jsonl$"
 )
@@ -83,9 +87,10 @@ class Shipper:
         self.last_success: str | None = None
         self._lock_file = None
 
-    def run(self, report: Callable[[dict], None]) -> None:
-        """Ship a round (if this process holds the directory's lock), ``report`` its
-        :meth:`progress`, sleep; forever. No failure stops it."""
+    def run(self) -> None:
+        """Once this process holds the directory's lock (until then another process ships it,
+        and this one waits quietly), ship a round every ``interval`` s and save its
+        :meth:`progress` for ``/health``; forever. No failure stops it."""
         while True:
             try:
                 if self.shipping or self._take_lock():
@@ -95,26 +100,34 @@ class Shipper:
             except Exception as error:  # noqa: BLE001 - whatever failed, report it and go on
                 detail = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
                 self.error = redact_text(f"{type(error).__name__}: {detail}", self.uri)
-            report(self.progress())
+            if self.shipping:
+                self._save_progress()
             time.sleep(self.interval)
 
     def progress(self) -> dict:
-        """What the last round did: role, error, times of the last attempt and success."""
+        """What the last round did: role, error, times of the last attempt and success, and
+        which process ships."""
         return {
             "role": "shipping" if self.shipping else STANDBY,
             "error": self.error,
             "last_attempt": self.last_attempt,
             "last_success": self.last_success,
+            "pid": os.getpid(),
         }
 
+    def _save_progress(self) -> None:
+        with contextlib.suppress(OSError):  # a full disk: the state file's error says it
+            save_progress(self.directory, self.progress())
+
     def _take_lock(self) -> bool:
-        """Become the directory's shipper if no other process is."""
-        self._lock_file = self._lock_file or (self.directory / "shipper.lock").open("a")
+        """Become the directory's shipper if no other process is (and say so at once)."""
+        self._lock_file = self._lock_file or (self.directory / LOCK_FILE).open("a")
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
         self.shipping = True
+        self._save_progress()
         return True
 
     def ship_once(self) -> None:
@@ -216,6 +229,19 @@ class Shipper:
     def status(self, model_version: str) -> dict:
         """The shipping part of ``/health``, for a shipper run in this process."""
         return shipping_status(self, self.progress(), True, model_version)
+
+
+@contextlib.contextmanager
+def lock_if_free(directory: Path) -> Iterator[bool]:
+    """Hold the directory's shipping lock for the block if no process ships it; yields
+    whether it is held."""
+    with (directory / LOCK_FILE).open("a") as lock_file:
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+        else:
+            yield True
 
 
 def shipping_status(shipper, progress: dict, alive: bool, model_version: str) -> dict:

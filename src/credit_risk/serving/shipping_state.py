@@ -9,6 +9,7 @@ from pathlib import Path
 from credit_risk.serving.prediction_log import FILE_MODE, fsync_directory
 
 STATE_FILE = "shipped.json"
+PROGRESS_FILE = "shipping-progress.json"
 QUARANTINE_DIR = "quarantine"
 RETENTION_ENV = "CREDIT_RISK_SHIPPED_LOGS"
 RETENTION_CHOICES = ("keep", "compress", "delete")
@@ -46,6 +47,27 @@ def save_state(directory: Path, state: dict) -> None:
         os.fsync(stream.fileno())
     os.replace(temporary, target)
     fsync_directory(directory)
+
+
+def save_progress(directory: Path, progress: dict) -> None:
+    """Replace ``shipping-progress.json`` (what the directory's shipper did last, for every
+    worker's ``/health``) atomically; only the process holding ``shipper.lock`` writes it."""
+    target = directory / PROGRESS_FILE
+    temporary = target.with_name(f".{PROGRESS_FILE}.{os.getpid()}.new")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+        json.dump(progress, stream)
+    os.replace(temporary, target)
+
+
+def read_progress(directory: Path) -> dict | None:
+    """The last progress the directory's shipper saved, or None (none yet, or unreadable: a
+    report cut off by a full disk is no report)."""
+    try:
+        progress = json.loads((directory / PROGRESS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return progress if isinstance(progress, dict) else None
 
 
 def quarantine(directory: Path, log_file: Path, lines: bytes, state: dict) -> None:
