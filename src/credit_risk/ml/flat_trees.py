@@ -57,12 +57,12 @@ class LeafMasks:
             for node in np.flatnonzero(nodes["is_leaf"] == 0):
                 record = nodes[node]
                 masks = self.masks[record["feature_idx"]]  # rows: bins, then NaN
-                last = np.searchsorted(
+                position = np.searchsorted(
                     self.thresholds[record["feature_idx"]], record["num_threshold"]
-                )
+                )  # bins up to this one hold values <= the threshold
                 left, right = below[record["left"]], below[record["right"]]
-                masks[: last + 1, tree] &= ~np.array(right, self.dtype)
-                masks[last + 1 : -1, tree] &= ~np.array(left, self.dtype)
+                masks[: position + 1, tree] &= ~np.array(right, self.dtype)
+                masks[position + 1 : -1, tree] &= ~np.array(left, self.dtype)
                 masks[-1, tree] &= ~np.array(
                     right if record["missing_go_to_left"] else left, self.dtype
                 )
