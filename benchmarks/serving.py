@@ -51,16 +51,29 @@ end
 """
 
 
-def distinct_applicants(count: int) -> list[dict]:
-    """``count`` different applicants (the embedded synthetic data's first rows), as the API
-    takes them: realistic batches, where no two rows share their scoring work."""
-    rows = load_applicants(PROJECT / "data" / "gmsc-synthetic.csv").head(count)
+def distinct_applicants(data: Path, count: int) -> list[dict]:
+    """``count`` different applicants (the first rows of ``data``, the file the model was
+    trained on: the real ones where they are), as the API takes them: realistic batches, where
+    no two rows share their scoring work."""
+    rows = load_applicants(data).head(count)
     integers = {feature.name for feature in FEATURES if feature.integer}
     return [
         {name: None if value != value else int(value) if name in integers else value
          for name, value in zip(FEATURE_NAMES, row, strict=True)}
         for row in rows.loc[:, FEATURE_NAMES].itertuples(index=False)
     ]  # fmt: skip
+
+
+def reasons_given(url: str, batch: list[dict]) -> int:
+    """Post ``batch`` once; how many of its answers name at least one reason code."""
+    request = urllib.request.Request(
+        url, json.dumps({"applicants": batch}).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=120) as answer:
+        predictions = json.load(answer)["predictions"]
+    if len(predictions) != len(batch):
+        raise SystemExit(f"{url}: {len(predictions)} answers for {len(batch)} applicants")
+    return sum(bool(prediction["reasons"]) for prediction in predictions)
 
 
 def free_port() -> int:
@@ -168,7 +181,7 @@ def main() -> None:
     bento_port = free_port()
     bento_url = f"http://127.0.0.1:{bento_port}"
     interval = args.report_every if args.soak else args.duration
-    batch = None if args.soak else distinct_applicants(args.rows)
+    batch = None if args.soak else distinct_applicants(data, args.rows)
 
     print(f"load average at start {os.getloadavg()}", flush=True)
     theirs, their_batch = measure_mlflow(env, work, args, interval, batch)
@@ -186,6 +199,7 @@ def main() -> None:
             ours = wrk(
                 f"{bento_url}/predict", EXAMPLE_APPLICANT, args, interval, args.concurrency, work
             )
+            with_reasons = reasons_given(f"{bento_url}/predict/batch", batch)
             our_batch = wrk(
                 f"{bento_url}/predict/batch", {"applicants": batch}, args, args.duration, 1, work
             )
@@ -205,10 +219,17 @@ def main() -> None:
     print(
         f"  ratio {ours['rps'] / theirs['rps']:.1f}x req/s, p99 {ours['p99'] / theirs['p99']:.2f}x"
     )
-    print(f"batches of {args.rows} different applicants, one connection, {args.duration:g} s:")
+    print(
+        f"batches of {args.rows} different applicants from {data.name}, one connection, "
+        f"{args.duration:g} s (reasons included: {with_reasons} of {args.rows} answers name at "
+        "least one; mlflow: bare probabilities):"
+    )
     for name, result in (("bentoml", our_batch), ("mlflow models serve", their_batch)):
-        print(f"  {name:18} {result['rps'] * args.rows:8.0f} rows/s  errors {result['errors']}")
-    print(f"  ratio {our_batch['rps'] / their_batch['rps']:.1f}x rows/s")
+        print(
+            f"  {name:18} {result['rps'] * args.rows:8.0f} rows/s  p50 {result['p50']:6.1f} ms "
+            f"per batch  errors {result['errors']}"
+        )
+    print(f"  ratio {our_batch['rps'] / their_batch['rps']:.2f}x rows/s")
 
 
 def measure_mlflow(env: dict, work: Path, args, duration: float, batch: list[dict] | None):

@@ -1,4 +1,6 @@
-"""Flat trees give sklearn's probabilities to the last bit, or are not used."""
+"""Leaf masks give sklearn's probabilities to the last bit, or are not used."""
+
+import copy
 
 import numpy as np
 import pytest
@@ -7,7 +9,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 from credit_risk.ml.contract import FEATURE_NAMES, FEATURES, PAST_DUE_SENTINEL_CODES, TARGET
 from credit_risk.ml.data import load_applicants, split_applicants
-from credit_risk.ml.flat_trees import MAX_FLAT_ROWS, DefaultProbability, FlatTrees
+from credit_risk.ml.flat_trees import CHUNK_ROWS, DefaultProbability, LeafMasks
 from credit_risk.ml.model import build_model
 from credit_risk.params import load_params
 
@@ -44,27 +46,26 @@ def test_the_same_probabilities_to_the_bit(synthetic):
         [applicants.loc[:, FEATURE_NAMES].to_numpy("float64"), odd_applicants(5_000)]
     )
     probability = DefaultProbability(model)
-    assert probability.flat is not None
+    assert probability.masks is not None
     expected = model.predict_proba(values)[:, 1]
-    for start in range(0, len(values), 1000):  # every call small enough for the flat trees
-        rows = values[start : start + 1000]
-        assert np.array_equal(probability(rows), expected[start : start + 1000])
-    assert np.array_equal(probability(values[:1]), expected[:1])
+    assert np.array_equal(probability(values), expected)  # many chunks, the last one short
+    assert len(values) > 10 * CHUNK_ROWS and len(values) % CHUNK_ROWS
+    for size in (1, 6, 48, 1000):  # /predict's groups
+        assert np.array_equal(probability(values[:size]), expected[:size])
 
 
-def test_calls_above_the_limit_go_to_sklearn(synthetic, monkeypatch):
-    model, applicants = synthetic
-    probability = DefaultProbability(model)
-    flat_rows, flat_call = [], probability.flat.default_probability
-    monkeypatch.setattr(
-        probability.flat,
-        "default_probability",
-        lambda rows: flat_rows.append(len(rows)) or flat_call(rows),
+@pytest.mark.parametrize("leaves", [31, 64])
+def test_wider_trees_the_same_to_the_bit(synthetic, leaves):
+    model, applicants = trained(
+        PROJECT / "data" / "gmsc-synthetic.csv",
+        hist_gradient_boosting=PARAMS["train"]["hist_gradient_boosting"]
+        | {"max_leaf_nodes": leaves, "min_samples_leaf": 20, "max_iter": 30},
     )
-    values = applicants.loc[:, FEATURE_NAMES].to_numpy("float64")[: MAX_FLAT_ROWS + 1]
-    probability(values[:MAX_FLAT_ROWS])
-    probability(values)
-    assert flat_rows == [MAX_FLAT_ROWS]
+    masks = LeafMasks.of(model[-1])
+    assert masks is not None and masks.dtype == (np.uint32 if leaves == 31 else np.uint64)
+    values = np.vstack([applicants.loc[:, FEATURE_NAMES].to_numpy("float64"), odd_applicants(3000)])
+    probability = DefaultProbability(model)
+    assert np.array_equal(probability(values), model.predict_proba(values)[:, 1])
 
 
 @pytest.mark.slow
@@ -72,41 +73,56 @@ def test_calls_above_the_limit_go_to_sklearn(synthetic, monkeypatch):
 def test_the_same_probabilities_to_the_bit_on_the_real_rows():
     model, applicants = trained(REAL_DATA)
     values = applicants.loc[:, FEATURE_NAMES].to_numpy("float64")
-    flat = FlatTrees.of(model[-1])
-    assert flat is not None
+    masks = LeafMasks.of(model[-1])
+    assert masks is not None
     inputs = model[:-1].transform(values)
-    assert np.array_equal(flat.default_probability(inputs), model.predict_proba(values)[:, 1])
+    assert np.array_equal(masks.default_probability(inputs), model.predict_proba(values)[:, 1])
 
 
-class OneUlpOff(FlatTrees):
-    """Flat trees whose first tree's root splits one float higher than sklearn's."""
+class RootChanged(LeafMasks):
+    """Leaf masks built from a copy of the classifier whose first tree's root split is changed
+    by ``change``, answering for the unchanged classifier."""
 
-    def __init__(self, classifier):
-        super().__init__(classifier)
-        root = self.roots[self.restore_order[0]]
-        self.thresholds[root] = np.nextafter(self.thresholds[root], np.inf)
-
-
-class MissingGoesTheOtherWay(FlatTrees):
-    """Flat trees whose first tree's root sends missing values the other way."""
+    change = None
 
     def __init__(self, classifier):
-        super().__init__(classifier)
-        root = self.roots[self.restore_order[0]]
-        self.columns[root] = (self.columns[root] + self.inputs) % (2 * self.inputs)
+        changed = copy.deepcopy(classifier)
+        self.change(changed._predictors[0][0].nodes[0])
+        super().__init__(changed)
+        self.classifier = classifier
+
+
+class OneUlpOff(RootChanged):
+    """The root splits one float higher than sklearn's."""
+
+    @staticmethod
+    def change(root):
+        root["num_threshold"] = np.nextafter(root["num_threshold"], np.inf)
+
+
+class MissingGoesTheOtherWay(RootChanged):
+    """The root sends missing values the other way."""
+
+    @staticmethod
+    def change(root):
+        root["missing_go_to_left"] = not root["missing_go_to_left"]
 
 
 @pytest.mark.parametrize("flawed", [OneUlpOff, MissingGoesTheOtherWay])
-def test_flat_trees_that_would_differ_are_not_used(synthetic, flawed):
+def test_leaf_masks_that_would_differ_are_not_used(synthetic, flawed):
     model, _ = synthetic
     assert flawed.of(model[-1]) is None
-    assert FlatTrees.of(model[-1]) is not None
+    assert LeafMasks.of(model[-1]) is not None
 
 
 def test_models_it_cannot_reproduce_use_sklearn(synthetic):
     _, applicants = synthetic
     logistic, _ = trained(PROJECT / "data" / "gmsc-synthetic.csv", model="logistic_regression")
-    assert DefaultProbability(logistic).flat is None
-    values = applicants.loc[:, FEATURE_NAMES].to_numpy("float64")[:50]
-    three_classes = HistGradientBoostingClassifier(max_iter=5).fit(values, np.arange(50) % 3)
-    assert FlatTrees.of(three_classes) is None
+    assert DefaultProbability(logistic).masks is None
+    values = applicants.loc[:, FEATURE_NAMES].to_numpy("float64")[:2000]
+    three_classes = HistGradientBoostingClassifier(max_iter=5).fit(values, np.arange(2000) % 3)
+    assert LeafMasks.of(three_classes) is None
+    wide = HistGradientBoostingClassifier(max_iter=2, max_leaf_nodes=80, min_samples_leaf=5)
+    wide.fit(values, applicants[TARGET][:2000])
+    assert max(p[0].nodes["is_leaf"].sum() for p in wide._predictors) > 64
+    assert LeafMasks.of(wide) is None

@@ -1,11 +1,12 @@
 """Monotone model, calibration error, credit score and reason codes, on the model itself."""
 
 import math
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import PROJECT
+from conftest import PROJECT, REAL_DATA
 
 from credit_risk.ml.contract import (
     FEATURE_NAMES,
@@ -18,6 +19,7 @@ from credit_risk.ml.contract import (
 from credit_risk.ml.data import load_applicants, split_applicants
 from credit_risk.ml.evaluation import expected_calibration_error
 from credit_risk.ml.features import DERIVED_FEATURES, DERIVED_MONOTONE, monotonic_constraints
+from credit_risk.ml.flat_trees import DefaultProbability
 from credit_risk.ml.model import build_model
 from credit_risk.ml.scorecard import MAX_REASONS, MIN_REASON_POINTS, ScoreScale, assess
 from credit_risk.params import load_params
@@ -204,3 +206,93 @@ def test_scores_follow_the_probabilities(model, splits):
         probabilities, model.predict_proba(pd.DataFrame(values, columns=FEATURE_NAMES))[:, 1]
     )
     assert scores == SCALE.points(np.array(probabilities)).tolist()
+
+
+def applicable_codes(row: np.ndarray, directions: list[int]) -> list[str]:
+    """The factors an applicant is changed in (independently written from the docstring of
+    ``credit_risk.ml.scorecard``): each feature that differs from the reference, is reported
+    and not a 96/98 code, and is not on the reference's side of a monotone model; each missing
+    value; past-due counts reported as a code."""
+    codes = []
+    income, debt = FEATURE_NAMES.index("MonthlyIncome"), FEATURE_NAMES.index("DebtRatio")
+    for i, feature in enumerate(FEATURES):
+        value, reference = row[i], feature.reference
+        if i == debt and math.isnan(row[income]):  # monthly debt in dollars
+            reference = REFERENCE_APPLICANT["DebtRatio"] * REFERENCE_APPLICANT["MonthlyIncome"]
+        coded = bool(feature.sentinel_codes) and value in PAST_DUE_SENTINEL_CODES
+        if math.isnan(value) or value == reference or coded:
+            continue
+        if directions[i] and directions[i] * (value - reference) <= 0:
+            continue
+        codes.append(feature.reason_code)
+    codes += [f.missing_reason_code for i, f in enumerate(FEATURES) if math.isnan(row[i])]
+    if any(f.sentinel_codes and row[i] in PAST_DUE_SENTINEL_CODES for i, f in enumerate(FEATURES)):
+        codes.append("LATECODE")
+    return codes
+
+
+def plain_assessment(model, values: np.ndarray) -> tuple[list, list, list]:
+    """Probabilities, scores and reasons the plain way: every applicant and each changed copy
+    of it scored by sklearn's ``predict_proba``, each applicant's factors ranked in Python by the
+    points they lose (ties in the order of the reason code table)."""
+    directions = getattr(model[-1], "monotonic_cst", None) or [0] * len(FEATURES)
+    copies, owners, codes = [], [], []
+    for owner, row in enumerate(values):
+        for code in applicable_codes(row, directions):
+            copies.append(at_reference(row, code))
+            owners.append(owner)
+            codes.append(code)
+    probabilities = model.predict_proba(np.vstack([values, *copies]))[:, 1]
+    raw = SCALE.raw_points(probabilities)
+    lost = [[] for _ in values]
+    for copy_points, owner, code in zip(raw[len(values) :], owners, codes, strict=True):
+        lost[owner].append((copy_points - raw[owner], code))
+    table = {code.code: (order, asdict(code)) for order, code in enumerate(REASON_CODES)}
+    reasons = []
+    for factors in lost:
+        ranked = sorted(factors, key=lambda factor: (-factor[0], table[factor[1]][0]))
+        strongest = ranked[:MAX_REASONS]
+        reasons.append([table[code][1] for gain, code in strongest if gain >= MIN_REASON_POINTS])
+    first = probabilities[: len(values)]
+    return first.tolist(), SCALE.points(first).tolist(), reasons
+
+
+def edge_applicants(values: np.ndarray, count: int, seed: int = 3) -> np.ndarray:
+    """Applicants within the contract, half their values odd: a bound, the reference's value,
+    missing (where allowed), a 96/98 code (for past-due counts); the rest from ``values``."""
+    rng = np.random.default_rng(seed)
+    rows = values[rng.integers(0, len(values), count)].copy()
+    for i, feature in enumerate(FEATURES):
+        odd = [feature.minimum, feature.maximum, feature.reference]
+        odd += [np.nan] * feature.nullable + list(feature.sentinel_codes)
+        pick = rng.random(count) < 0.5
+        rows[pick, i] = rng.choice(odd, int(pick.sum()))
+    return rows
+
+
+def test_fast_reasons_are_the_plain_ones_to_the_bit(model, splits):
+    """The service's assessment (leaf masks) answers what the plain algorithm does: the same
+    probabilities and scores to the bit, the same reason codes in the same order."""
+    train, test = splits
+    values = pd.concat([train, test]).loc[:, FEATURE_NAMES].to_numpy(dtype="float64")
+    values = np.vstack([values, edge_applicants(values, 20_000), applicant()])
+    fast = assess(model, values, SCALE, DefaultProbability(model))
+    assert DefaultProbability(model).masks is not None
+    assert fast == plain_assessment(model, values)
+    assert sum(map(len, fast[2])) > len(values)  # many reasons to compare
+    for size in (1, 7, 300):  # /predict's groups
+        assert assess(model, values[:size], SCALE, DefaultProbability(model)) == tuple(
+            column[:size] for column in fast
+        )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not REAL_DATA.is_file(), reason=f"{REAL_DATA} is not on this machine")
+def test_fast_reasons_are_the_plain_ones_on_the_real_rows():
+    applicants = load_applicants(REAL_DATA)
+    train = applicants[split_applicants(applicants, 0.2, seed=42) == "train"]
+    real_model = build_model(PARAMS["train"]).fit(train.loc[:, FEATURE_NAMES], train[TARGET])
+    values = applicants.loc[:, FEATURE_NAMES].to_numpy(dtype="float64")
+    values = np.vstack([values, edge_applicants(values, 20_000)])
+    fast = assess(real_model, values, SCALE, DefaultProbability(real_model))
+    assert fast == plain_assessment(real_model, values)

@@ -220,7 +220,7 @@ def test_predict_matches_the_mlflow_model_and_threshold(project, client):
     frame = pd.DataFrame([SAMPLE, RISKY], columns=list(FEATURE_NAMES)).astype("float64")
     expected = model.predict(frame)[:, 1]
     for answer, probability in zip(answers, expected, strict=True):
-        assert answer["probability"] == probability  # to the bit (flat trees, see ml/flat_trees)
+        assert answer["probability"] == probability  # to the bit (leaf masks, see ml/flat_trees)
         assert answer["prediction"] == int(probability >= THRESHOLD)
         assert answer["model_version"] == "1" and answer["prediction_id"] and answer["timestamp"]
     assert {answer["prediction"] for answer in answers} == {0, 1}

@@ -1,143 +1,180 @@
-"""Small model calls without sklearn's per-tree cost: all trees of the fitted
-HistGradientBoosting evaluated at once, with exactly sklearn's arithmetic.
+"""Model calls without sklearn's per-tree cost: all trees of the fitted HistGradientBoosting
+evaluated at once, with exactly sklearn's arithmetic.
 
-sklearn predicts tree by tree, one compiled call per tree: about 8 µs each, 1.6 ms for the 200
-trees of this model whether it scores 1 row or 50. That fixed cost dominates ``/predict``,
-where a group of a few applicants and their reason-code copies is a few dozen rows. Here the
-trees' nodes are laid out in flat arrays and every row walks every tree in the same numpy
-step, one tree level per step: 0.2 ms for 6 rows, 0.5 ms for 48. For thousands of rows
-sklearn's own loop is faster, so larger calls go to it (:data:`MAX_FLAT_ROWS`).
+sklearn predicts tree by tree: one compiled call per tree (about 8 µs each, 1.6 ms for the 200
+trees of this model whether it scores 1 row or 50), then a walk down the tree for every row
+(about 20-40 ns each, 12 million walks for a batch of 10,000 applicants and their reason-code
+copies). Here each tree's leaves are the bits of an integer, and the split thresholds of each
+input cut its values into bins: for every bin and tree, a precomputed mask keeps the leaves a
+value in that bin does not rule out. The AND of a row's masks over its inputs keeps one bit per
+tree, the leaf sklearn reaches; numpy does that for all trees and many rows at once, a few table
+look-ups per input. On one core: 0.2 ms for 6 rows (sklearn 1.7 ms), 1.3 ms for 1,000, about
+90 ms for 59,000 (sklearn about 500 ms).
 
-The result is the same to the last bit (same comparisons, same float64 sums in tree order,
-the classifier's own link function); :meth:`FlatTrees.of` checks that on probe rows that
-straddle every split threshold before it is used, and declines a model it cannot reproduce.
+The result is the same to the last bit (the same comparisons, the leaves' own float64 values
+added one tree after the other in sklearn's order, the classifier's own link function);
+:meth:`LeafMasks.of` checks that on probe rows that straddle every split threshold before it
+is used, and declines a model it cannot reproduce (sklearn then scores it).
 """
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import Pipeline
 
-MAX_FLAT_ROWS = 1024
-"""Calls with more rows than this use sklearn's tree-by-tree prediction (faster for them)."""
+CHUNK_ROWS = 2048
+"""Rows evaluated together (their masks stay in the processor's cache)."""
+MAX_LEAVES = 64
+"""Trees with more leaves than bits in an integer are left to sklearn."""
 PROBE_ROWS = 2048
+FLOAT64_EXPONENT_BIAS = 1023
 
 
-class FlatTrees:
-    """A binary HistGradientBoostingClassifier's trees in flat arrays.
+class LeafMasks:
+    """A binary HistGradientBoostingClassifier's trees as bit masks of their leaves.
 
-    Nodes are numbered breadth first within each tree, so a node's right child follows its
-    left one. A split on input ``j`` whose missing values go left reads column ``j`` of a copy
-    of the inputs with NaN as -inf (which is ``<=`` any threshold); one whose missing values go
-    right reads the inputs as they are (NaN is ``<=`` nothing). A leaf points to itself.
+    Leaf ``i`` of a tree (in node order) is bit ``i``. The distinct split thresholds of each
+    input cut its values into bins (one more for NaN); for every bin and tree, a mask keeps the
+    leaves a value in that bin does not rule out: a split on the input rules out the subtree
+    the value does not go to (``value <= threshold`` goes left, NaN goes where the split sends
+    missing values). Splits on other inputs rule nothing out here. The AND of a row's masks
+    over its inputs keeps exactly the leaf it reaches in each tree.
     """
 
     def __init__(self, classifier: HistGradientBoostingClassifier):
         self.classifier = classifier
         trees = [predictors[0].nodes for predictors in classifier._predictors]
-        depths = np.array([int(nodes["depth"].max()) for nodes in trees])
-        order = np.argsort(-depths, kind="stable")  # deepest first: a level's trees, a prefix
-        self.restore_order = np.argsort(order)
-        self.inputs = classifier.n_features_in_
-        columns, thresholds, left_children, values, roots = [], [], [], [], []
-        for tree in order:
-            roots.append(len(columns))
-            for index, left_child in _breadth_first(trees[tree]):
-                record, number = trees[tree][index], len(columns)
-                if record["is_leaf"]:
-                    columns.append(0)
-                    thresholds.append(np.inf)
-                    left_children.append(number)
-                    values.append(record["value"])
-                else:
-                    missing_right = self.inputs * (not record["missing_go_to_left"])
-                    columns.append(int(record["feature_idx"]) + missing_right)
-                    thresholds.append(record["num_threshold"])
-                    left_children.append(roots[-1] + left_child)
-                    values.append(0.0)
-        self.columns, self.left_children = np.array(columns), np.array(left_children)
-        self.thresholds, self.values = np.array(thresholds), np.array(values)
-        self.roots = np.array(roots)
-        self.trees_per_level = [int((depths > level).sum()) for level in range(depths.max())]
+        leaf_counts = [int(nodes["is_leaf"].sum()) for nodes in trees]
+        width = max(leaf_counts)
+        self.dtype = np.min_scalar_type((1 << width) - 1)  # one bit per leaf
+        self.thresholds = split_thresholds(classifier)
+        every_leaf = np.array([(1 << count) - 1 for count in leaf_counts], dtype=self.dtype)
+        self.masks = [np.tile(every_leaf, (len(t) + 2, 1)) for t in self.thresholds]
+        values = np.zeros((len(trees), width))
+        for tree, nodes in enumerate(trees):
+            leaves = np.flatnonzero(nodes["is_leaf"])
+            values[tree, : len(leaves)] = nodes["value"][leaves]
+            below = _leaves_below(nodes, leaves)
+            for node in np.flatnonzero(nodes["is_leaf"] == 0):
+                record = nodes[node]
+                masks = self.masks[record["feature_idx"]]  # rows: bins, then NaN
+                position = np.searchsorted(
+                    self.thresholds[record["feature_idx"]], record["num_threshold"]
+                )  # bins up to this one hold values <= the threshold
+                left, right = below[record["left"]], below[record["right"]]
+                masks[: position + 1, tree] &= ~np.array(right, self.dtype)
+                masks[position + 1 : -1, tree] &= ~np.array(left, self.dtype)
+                masks[-1, tree] &= ~np.array(
+                    right if record["missing_go_to_left"] else left, self.dtype
+                )
+        self.columns = [j for j, t in enumerate(self.thresholds) if len(t)]
+        self.values = values.ravel()
+        # A mask with one bit i, as a float64, has the exponent i: its index among the values
+        self.value_index = (np.arange(len(trees)) * width - FLOAT64_EXPONENT_BIAS)[:, np.newaxis]
 
     @classmethod
-    def of(cls, classifier) -> "FlatTrees | None":
-        """Flat trees for ``classifier``, or None where they could differ from sklearn's
-        answers: another kind of model, categorical splits, more than two classes, or probe
-        rows that do not come out the same to the bit."""
+    def of(cls, classifier) -> "LeafMasks | None":
+        """Leaf masks for ``classifier``, or None where they could differ from sklearn's
+        answers: another kind of model, more than two classes, categorical splits, trees of more
+        than :data:`MAX_LEAVES` leaves, no split at all, or probe rows that do not come out the
+        same to the bit."""
         if not (
             isinstance(classifier, HistGradientBoostingClassifier)
             and len(classifier.classes_) == 2
             and not any(p[0].nodes["is_categorical"].any() for p in classifier._predictors)
+            and all(p[0].nodes["is_leaf"].sum() <= MAX_LEAVES for p in classifier._predictors)
         ):
             return None
-        flat = cls(classifier)
-        probes = flat.probe_rows()
+        masks = cls(classifier)
+        if not masks.columns:
+            return None
+        probes = probe_rows(split_thresholds(classifier))
         same = np.array_equal(
-            flat.default_probability(probes), classifier.predict_proba(probes)[:, 1]
+            masks.default_probability(probes), classifier.predict_proba(probes)[:, 1]
         )
-        return flat if same else None
+        return masks if same else None
+
+    def bins(self, inputs: np.ndarray) -> list[np.ndarray]:
+        """Each used input's bin per row: how many of its thresholds lie below the value
+        (``value <= threshold`` exactly when bin <= the threshold's position), NaN last."""
+        bins = []
+        for column in self.columns:
+            thresholds, values = self.thresholds[column], inputs[:, column]
+            found = np.searchsorted(thresholds, values, side="left")
+            found[np.isnan(values)] = len(thresholds) + 1
+            bins.append(found)
+        return bins
 
     def raw_predict(self, inputs: np.ndarray) -> np.ndarray:
         """The sum of the baseline and every tree's leaf value per row, in sklearn's order."""
-        count = len(inputs)
-        both = np.hstack([np.where(np.isnan(inputs), -np.inf, inputs), inputs]).ravel()
-        row_starts = (np.arange(count) * 2 * self.inputs)[:, np.newaxis]
-        nodes = np.repeat(self.roots[np.newaxis], count, axis=0)
-        for trees in self.trees_per_level:
-            current = nodes[:, :trees]
-            value = both.take(row_starts + self.columns.take(current))
-            nodes[:, :trees] = self.left_children.take(current) + ~(
-                value <= self.thresholds.take(current)
-            )
-        terms = np.empty((count, len(self.roots) + 1))
-        terms[:, 0] = self.classifier._baseline_prediction[0, 0]
-        terms[:, 1:] = self.values.take(nodes)[:, self.restore_order]
-        return np.cumsum(terms, axis=1)[:, -1]  # left to right, as sklearn adds them
+        bins = self.bins(inputs)
+        raw = np.empty(len(inputs))
+        baseline = self.classifier._baseline_prediction[0, 0]
+        for start in range(0, len(inputs), CHUNK_ROWS):
+            rows = slice(start, start + CHUNK_ROWS)
+            reached = self.masks[self.columns[0]].take(bins[0][rows], axis=0)
+            for column, found in zip(self.columns[1:], bins[1:], strict=True):
+                reached &= self.masks[column].take(found[rows], axis=0)
+            exponent = reached.T.astype(np.float64).view(np.int64) >> 52
+            terms = self.values.take(exponent + self.value_index)  # one row per tree
+            total = np.full(terms.shape[1], baseline)
+            for term in terms:  # tree after tree, as sklearn adds them
+                total += term
+            raw[rows] = total
+        return raw
 
     def default_probability(self, inputs: np.ndarray) -> np.ndarray:
         """P(class 1) for the classifier's inputs (after the Pipeline's transforms)."""
         return self.classifier._loss.predict_proba(self.raw_predict(inputs))[:, 1]
 
-    def probe_rows(self) -> np.ndarray:
-        """Rows whose every input is a split threshold of it, the next float above one, NaN,
-        or ±inf: both sides of every split and every missing-value direction."""
-        rng = np.random.default_rng(0)
-        splits = self.thresholds < np.inf
-        rows = np.empty((PROBE_ROWS, self.inputs))
-        for column in range(self.inputs):
-            used = np.isin(self.columns, (column, column + self.inputs)) & splits
-            at = np.unique(self.thresholds[used])
-            values = np.concatenate([at, np.nextafter(at, np.inf), [np.nan, -np.inf, np.inf]])
-            rows[:, column] = rng.choice(values, PROBE_ROWS)
-        return rows
 
-
-def _breadth_first(nodes: np.ndarray) -> list[tuple[int, int | None]]:
-    """A tree's nodes breadth first: each one's index in ``nodes`` and, for a split, the
-    breadth-first number of its left child (the right child is the next one)."""
-    order = [0]
-    for index in order:
-        if not nodes[index]["is_leaf"]:
-            order += [int(nodes[index]["left"]), int(nodes[index]["right"])]
-    number = {index: position for position, index in enumerate(order)}
+def split_thresholds(classifier: HistGradientBoostingClassifier) -> list[np.ndarray]:
+    """The distinct split thresholds of each input of ``classifier``, ascending."""
+    splits = [p[0].nodes[p[0].nodes["is_leaf"] == 0] for p in classifier._predictors]
     return [
-        (index, None if nodes[index]["is_leaf"] else number[int(nodes[index]["left"])])
-        for index in order
+        np.unique(np.concatenate([s["num_threshold"][s["feature_idx"] == j] for s in splits]))
+        for j in range(classifier.n_features_in_)
     ]
 
 
+def _leaves_below(nodes: np.ndarray, leaves: np.ndarray) -> dict[int, int]:
+    """The bits of the leaves under each node (leaf ``i`` of ``leaves`` is bit ``i``)."""
+    bit = {int(leaf): 1 << i for i, leaf in enumerate(leaves)}
+    below: dict[int, int] = {}
+
+    def collect(node: int) -> int:
+        if nodes[node]["is_leaf"]:
+            below[node] = bit[node]
+        else:
+            below[node] = collect(int(nodes[node]["left"])) | collect(int(nodes[node]["right"]))
+        return below[node]
+
+    collect(0)
+    return below
+
+
+def probe_rows(thresholds: list[np.ndarray]) -> np.ndarray:
+    """Rows whose every input is one of its split ``thresholds``, the next float above one,
+    NaN, or ±inf: both sides of every split and every missing-value direction."""
+    rng = np.random.default_rng(0)
+    rows = np.empty((PROBE_ROWS, len(thresholds)))
+    for column, at in enumerate(thresholds):
+        values = np.concatenate([at, np.nextafter(at, np.inf), [np.nan, -np.inf, np.inf]])
+        rows[:, column] = rng.choice(values, PROBE_ROWS)
+    return rows
+
+
 class DefaultProbability:
-    """P(default) of applicants (contract order) from a fitted Pipeline: flat trees for calls
-    of up to :data:`MAX_FLAT_ROWS` rows where the classifier allows, sklearn otherwise."""
+    """P(default) of applicants (contract order) from a fitted Pipeline: leaf masks where the
+    classifier allows, sklearn otherwise."""
 
     def __init__(self, model: Pipeline):
         self.model = model
         self.transforms = [step for _, step in model.steps[:-1]]
-        self.flat = FlatTrees.of(model[-1])
+        self.masks = LeafMasks.of(model[-1])
 
     def __call__(self, values: np.ndarray) -> np.ndarray:
-        if self.flat is None or len(values) > MAX_FLAT_ROWS:
+        if self.masks is None:
             return self.model.predict_proba(values)[:, 1]
         for transform in self.transforms:  # what Pipeline.transform does, without its overhead
             values = transform.transform(values)
-        return self.flat.default_probability(values)
+        return self.masks.default_probability(values)

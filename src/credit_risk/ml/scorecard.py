@@ -181,9 +181,11 @@ def assess(
         lost[rows, factor] = raw[start : start + len(rows)] - raw[rows]
         start += len(rows)
     strongest = np.argsort(-lost, axis=1, kind="stable")[:, :MAX_REASONS]
+    # Strongest first: the factors that lose enough points are the first ``kept`` of a row.
+    kept = (np.take_along_axis(lost, strongest, axis=1) >= MIN_REASON_POINTS).sum(axis=1)
     reasons = [
-        [_REASONS[f] for f in order if lost[i, f] >= MIN_REASON_POINTS]
-        for i, order in enumerate(strongest.tolist())
+        [_REASONS[f] for f in order[:size]]
+        for order, size in zip(strongest.tolist(), kept.tolist(), strict=True)
     ]
     first = probabilities[:count]
     return first.tolist(), scale.points(first).tolist(), reasons
