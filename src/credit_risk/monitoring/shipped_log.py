@@ -84,11 +84,8 @@ class ShippedLog(LogSource):
         with tempfile.TemporaryDirectory(prefix="credit-risk-shipped-") as folder:
             batch, size = [], 0
             for stem in sorted(files):
-                path = Path(folder) / f"{stem}.jsonl"
-                with tracking_errors(self.uri):
-                    self._rebuild(path, files[stem], folder)
-                batch.append(path)
-                size += path.stat().st_size
+                batch.append(self._rebuild(Path(folder) / f"{stem}.jsonl", files[stem], folder))
+                size += batch[-1].stat().st_size
                 if size >= BATCH_BYTES:
                     yield batch
                     for done in batch:
@@ -142,11 +139,11 @@ class ShippedLog(LogSource):
         finally:
             local.unlink()
 
-    def _rebuild(self, path: Path, chunks: list[Chunk], folder: str) -> None:
+    def _rebuild(self, path: Path, chunks: list[Chunk], folder: str) -> Path:
         """Write a log file's records from its ``chunks`` (in the order they were logged), each
-        prediction id once."""
+        prediction id once, to ``path``."""
         seen: set[bytes] = set()
-        with path.open("wb") as output:
+        with tracking_errors(self.uri), path.open("wb") as output:
             for chunk in sorted(chunks, key=lambda chunk: chunk.start):
                 kept = []
                 for line in self._download(chunk, folder).splitlines(keepends=True):
@@ -157,3 +154,4 @@ class ShippedLog(LogSource):
                         seen.add(found[1])
                     kept.append(line)
                 output.write(b"".join(kept))
+        return path
