@@ -21,9 +21,14 @@ from test_prediction_log import records
 from credit_risk.ml.contract import TARGET
 from credit_risk.ml.data import DataError
 from credit_risk.monitoring import shipped_log
+from credit_risk.monitoring.drift import DriftError, read_log
 from credit_risk.monitoring.log_source import LogDirectory
+from credit_risk.monitoring.log_tally import Tally
 from credit_risk.monitoring.outcomes import take_in_outcomes
+from credit_risk.monitoring.performance import PerformanceError
+from credit_risk.monitoring.performance_report import performance_report
 from credit_risk.monitoring.shipped_log import ShippedLog
+from credit_risk.monitoring.training_data import write_training_data
 from credit_risk.registry.names import EXPERIMENT_NAME, OUTCOMES_RUN
 from credit_risk.serving.outcome_shipping import STATE_FILE, read_outcome_state, ship_outcomes
 from credit_risk.serving.prediction_log import PredictionLog
@@ -209,3 +214,17 @@ def test_a_tracking_server_down_or_mute_is_one_line(tmp_path, command):
                 f"{command[0]}: error: MLflow tracking server {uri} is unreachable: {reason}\n"
             )
             assert not (folder / "out.csv").exists() and not (folder / "monitoring").exists()
+
+
+def test_a_store_without_shipped_predictions_or_outcomes_says_so(tmp_path, tracking):
+    log = ShippedLog(tracking)
+    with pytest.raises(DriftError, match=f"^no shipped predictions in MLflow at {tracking} "):
+        read_log(log, Tally, {}, "1", None, None)
+    with pytest.raises(DataError, match=r"no outcomes shipped yet \(credit-risk outcomes"):
+        write_training_data(log, tmp_path / "out.csv")
+    directory = tmp_path / "log"
+    PredictionLog(directory).append(records(3, version="9"))
+    Shipper(directory, tracking).ship_once()
+    with pytest.raises(PerformanceError, match=f"^the log shipped to MLflow at {tracking}: no "):
+        performance_report(ShippedLog(tracking), None, None, tmp_path / "report")
+    assert not (tmp_path / "out.csv").exists()
