@@ -145,7 +145,7 @@ def test_the_shipped_log_holds_each_prediction_once(tmp_path, tracking, monkeypa
     assert sorted(shipped_ids(log)) == sorted(expected)
     monkeypatch.setattr(shipped_log, "BATCH_BYTES", 1)  # a batch per log file
     batches = [[path.name for path in batch] for batch in log.batches()]
-    assert batches == [[path.name] for path in sorted([logs[first].path, logs[second].path])]
+    assert batches == [[name] for name in sorted(log.path.name for log in logs.values())]
 
 
 def before_last_shipment_of(directory: Path) -> dict:
