@@ -112,16 +112,17 @@ def make_store(folder: Path, profile: dict, params: dict) -> None:
 
 
 def measure(
-    folder: Path, log: Path, command: tuple[str, ...] = ("drift",), env: dict | None = None
+    folder: Path, log: Path | None, command: tuple[str, ...] = ("drift",), env: dict | None = None
 ) -> tuple[float, float, float, str]:
-    """Run ``credit-risk <command> LOG`` (default ``drift``) on ``log``: seconds, peak RSS in
-    MiB of the command (from ``wait4``) and of its process tree (command and workers, sampled
-    every 20 ms), output."""
+    """Run ``credit-risk <command> LOG`` (default ``drift``) on ``log`` (none: the command's
+    own arguments say where): seconds, peak RSS in MiB of the command (from ``wait4``) and of
+    its process tree (command and workers, sampled every 20 ms), output."""
     if env is None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     started = time.monotonic()
+    where = [str(log)] if log else []
     process = subprocess.Popen(
-        [CREDIT_RISK, *command, str(log), "--output", str(folder / "report")],
+        [CREDIT_RISK, *command, *where, "--output", str(folder / "report")],
         cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     tree_peak, command = 0, psutil.Process(process.pid)

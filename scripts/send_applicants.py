@@ -1,9 +1,10 @@
 """Send the applicants of a Kaggle-format CSV to a running service, in batches.
 
-Usage: python scripts/send_applicants.py FILE [--url URL] [--rows N] [--outcomes OUT.csv]
+Usage: python scripts/send_applicants.py FILE [--url URL] [--skip K] [--rows N] [--outcomes OUT.csv]
 
 Reads the file as the Kaggle files are (unnamed index column, hyphenated headers, ``NA``),
-posts the first N applicants to ``URL/predict/batch`` and prints how many were declined. Every
+posts N applicants (the first ones, or those after the first K) to ``URL/predict/batch`` and
+prints how many were declined. Every
 answer is logged by the service, like any other. With ``--outcomes``, the file's own target
 column stands in for the defaults a lender learns months later: each answer's
 ``prediction_id`` with its applicant's ``SeriousDlqin2yrs`` and today's date are written to
@@ -30,14 +31,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("file", type=Path, help="Kaggle-format CSV (cs-training.csv, cs-test.csv)")
     parser.add_argument("--url", default="http://127.0.0.1:3000", help="default: %(default)s")
-    parser.add_argument("--rows", type=int, help="send only the first ROWS applicants")
+    parser.add_argument("--skip", type=int, default=0, help="skip the first SKIP applicants")
+    parser.add_argument("--rows", type=int, help="send only ROWS applicants")
     parser.add_argument(
         "--outcomes", type=Path, metavar="OUT.csv",
         help="write each answer's prediction_id with the file's SeriousDlqin2yrs to OUT.csv",
     )  # fmt: skip
     args = parser.parse_args()
 
-    table = pd.read_csv(args.file, index_col=0, nrows=args.rows, na_values=["NA"])
+    table = pd.read_csv(
+        args.file, index_col=0, skiprows=range(1, args.skip + 1), nrows=args.rows, na_values=["NA"]
+    )
     table = table.rename(columns=KAGGLE_TO_CANONICAL)
     if args.outcomes and TARGET not in table:
         parser.error(f"--outcomes: {args.file} has no {TARGET} column")

@@ -155,11 +155,19 @@ def test_training_data_without_outcomes_says_what_to_run(log_dir, tmp_path):
     assert not (tmp_path / "out.csv").exists()
 
 
-def test_the_commands_print_one_line_and_exit_1_on_bad_input(log_dir, tmp_path, capsys):
+def test_the_commands_print_one_line_and_exit_1_on_bad_input(
+    log_dir, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # no tracking store: nothing is shipped
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     ids = logged(log_dir)
     good = outcomes_csv(tmp_path / "good.csv", [(ids[0], 1, "2027-05-01")])
     main(["outcomes", str(good), str(log_dir)])
-    assert capsys.readouterr().out.startswith(f"outcomes: 1 rows read from {good}: 1 new")
+    assert capsys.readouterr().out == (
+        f"outcomes: 1 rows read from {good}: 1 new, 0 already known; 1 outcomes in "
+        f"{log_dir / OUTCOMES_FILE}; not shipped to MLflow (no MLFLOW_TRACKING_URI and no "
+        "mlflow.db here)\n"
+    )
     bad = outcomes_csv(tmp_path / "bad.csv", [(ids[1], 7, "2027-05-01")])
     with pytest.raises(SystemExit) as exit_status:
         main(["outcomes", str(bad), str(log_dir)])

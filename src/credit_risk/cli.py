@@ -51,23 +51,44 @@ def status_command(args: argparse.Namespace) -> None:
     print(json.dumps(status, indent=2) if args.json else describe_status(status))
 
 
-def drift_command(args: argparse.Namespace) -> int:
-    from credit_risk.monitoring.report import drift_report
+def log_location(args: argparse.Namespace):
+    """The log a command reads: with ``--from-mlflow`` the one every service shipped to the
+    tracking store (``MLFLOW_TRACKING_URI``, else the project's ``mlflow.db``), else LOG_DIR
+    (by default where the service writes it)."""
     from credit_risk.serving.prediction_log import log_directory
 
-    message, exit_status = drift_report(
-        args.log_dir or log_directory(), args.since, args.until, args.output
-    )
+    if args.from_mlflow:
+        return shipped_log()
+    return args.log_dir or log_directory()
+
+
+def shipped_log():
+    """The log shipped to the tracking store; one line if there is no store or it is down."""
+    from credit_risk.monitoring.report import tracking_store
+    from credit_risk.monitoring.shipped_log import ShippedLog
+
+    uri = tracking_store()
+    if uri is None:
+        raise RuntimeError(
+            "--from-mlflow: no MLflow tracking store (MLFLOW_TRACKING_URI is not set and there is "
+            "no mlflow.db here)"
+        )
+    return ShippedLog(uri)
+
+
+def drift_command(args: argparse.Namespace) -> int:
+    from credit_risk.monitoring.report import drift_report
+
+    message, exit_status = drift_report(log_location(args), args.since, args.until, args.output)
     print(message)
     return exit_status
 
 
 def compare_command(args: argparse.Namespace) -> int:
     from credit_risk.monitoring.compare_report import compare_report
-    from credit_risk.serving.prediction_log import log_directory
 
     message, exit_status = compare_report(
-        args.challenger, args.log_dir or log_directory(), args.since, args.until, args.output
+        args.challenger, log_location(args), args.since, args.until, args.output
     )
     print(message)
     return exit_status
@@ -75,17 +96,21 @@ def compare_command(args: argparse.Namespace) -> int:
 
 def outcomes_command(args: argparse.Namespace) -> None:
     from credit_risk.monitoring.outcomes import take_in_outcomes
+    from credit_risk.monitoring.report import tracking_store
+    from credit_risk.serving.outcome_shipping import ship_now
     from credit_risk.serving.prediction_log import log_directory
 
-    print(take_in_outcomes(args.file, args.log_dir or log_directory()))
+    directory = args.log_dir or log_directory()
+    shipped = shipped_log() if args.from_mlflow else None
+    summary = take_in_outcomes(args.file, directory, shipped)
+    print(f"{summary}; {ship_now(directory, tracking_store())}")
 
 
 def performance_command(args: argparse.Namespace) -> int:
     from credit_risk.monitoring.performance_report import performance_report
-    from credit_risk.serving.prediction_log import log_directory
 
     message, exit_status = performance_report(
-        args.log_dir or log_directory(), args.since, args.until, args.output
+        log_location(args), args.since, args.until, args.output
     )
     print(message)
     return exit_status
@@ -93,9 +118,8 @@ def performance_command(args: argparse.Namespace) -> int:
 
 def training_data_command(args: argparse.Namespace) -> None:
     from credit_risk.monitoring.training_data import write_training_data
-    from credit_risk.serving.prediction_log import log_directory
 
-    print(write_training_data(args.log_dir or log_directory(), args.output))
+    print(write_training_data(log_location(args), args.output))
 
 
 def keys_command(args: argparse.Namespace) -> None:
@@ -114,17 +138,26 @@ def keys_command(args: argparse.Namespace) -> None:
             print(f"{key.name}  added {key.added}")
 
 
+LOG_DIR_HELP = (
+    "prediction log directory (default: $CREDIT_RISK_PREDICTION_LOG, else monitoring/predictions, "
+    "as the service resolves it)"
+)
+FROM_MLFLOW_HELP = (
+    "read the log every service shipped to MLflow (every serving-v<N> run's chunks, each "
+    "prediction once) and the outcomes shipped from any host, instead of LOG_DIR"
+)
+
+
 def add_log_dir(command: argparse.ArgumentParser) -> None:
-    """The optional LOG_DIR argument, resolved as the service resolves it."""
-    command.add_argument(
-        "log_dir", nargs="?", type=Path, metavar="LOG_DIR",
-        help="prediction log directory (default: $CREDIT_RISK_PREDICTION_LOG, else "
-        "monitoring/predictions, as the service resolves it)",
-    )  # fmt: skip
+    """LOG_DIR, resolved as the service resolves it, or ``--from-mlflow`` (not both)."""
+    choice = command.add_mutually_exclusive_group()
+    choice.add_argument("log_dir", nargs="?", type=Path, metavar="LOG_DIR", help=LOG_DIR_HELP)
+    choice.add_argument("--from-mlflow", action="store_true", help=FROM_MLFLOW_HELP)
 
 
 def add_window(command: argparse.ArgumentParser) -> None:
-    """LOG_DIR, ``--since`` and ``--until``, as ``drift`` and ``compare`` take them."""
+    """LOG_DIR or ``--from-mlflow``, ``--since`` and ``--until``, as ``drift`` and ``compare``
+    take them."""
     add_log_dir(command)
     for option, which in (("--since", "first"), ("--until", "last")):
         command.add_argument(
@@ -217,7 +250,15 @@ def parser() -> argparse.ArgumentParser:
         "logged predictions; a file with any bad row stores nothing, known ones are skipped",
     )
     outcomes.add_argument("file", type=Path, metavar="FILE.csv")
-    add_log_dir(outcomes)
+    outcomes.add_argument(
+        "log_dir", nargs="?", type=Path, metavar="LOG_DIR",
+        help=f"where the outcomes are stored, beside the log; {LOG_DIR_HELP}",
+    )  # fmt: skip
+    outcomes.add_argument(
+        "--from-mlflow", action="store_true",
+        help="look the ids up in the log every service shipped to MLflow (predictions logged "
+        "on any host), and count the outcomes shipped from any host as known",
+    )  # fmt: skip
     outcomes.set_defaults(handler=outcomes_command)
     performance = commands.add_parser(
         "performance",

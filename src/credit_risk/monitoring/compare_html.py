@@ -4,6 +4,7 @@ champion score band, the swapped applicants' reason codes and the outcomes (none
 
 from html import escape
 
+from credit_risk.monitoring.log_source import log_description
 from credit_risk.monitoring.report_html import STYLE, _percent, histogram
 
 STATUS_COLORS = {"within": "#2e7d32", "above": "#c62828"}
@@ -90,7 +91,7 @@ def render(report: dict) -> str:
 {escape(champion["model_version"])}, threshold {champion["decision_threshold"]:g}) from \
 {escape(window["first_day"])} to {escape(window["last_day"])} (window: \
 {escape(window["since"] or "start")} to {escape(window["until"] or "now")}) in \
-{escape(report["log_directory"])}, scored again by the challenger (version \
+{escape(log_description(report))}, scored again by the challenger (version \
 {escape(challenger["model_version"])}, run {escape(challenger["run_id"])}, threshold \
 {challenger["decision_threshold"]:g}). Skipped: {skipped["corrupt_lines"]} torn or corrupt \
 lines, {skipped["outside_window"]} records outside the window, other model versions: \

@@ -17,6 +17,7 @@ from pathlib import Path
 from credit_risk.monitoring.compare import Challenger, SwapTally, summary
 from credit_risk.monitoring.compare_html import render
 from credit_risk.monitoring.drift import read_log
+from credit_risk.monitoring.log_source import LogSource, as_log_source
 from credit_risk.monitoring.report import report_window, tracking_store
 from credit_risk.params import load_params
 from credit_risk.registry.names import CHALLENGER_ALIAS, MODEL_NAME, PRODUCTION_ALIAS
@@ -76,9 +77,11 @@ def model_entry(record: ServedModel) -> dict:
 
 
 def compare_report(
-    reference: str, log_dir: Path, since: date | None, until: date | None, output: Path
-) -> tuple[str, int]:
-    """Compare, write ``output/compare.{json,html}``, log to MLflow; a summary, exit status."""
+    reference: str, location: Path | LogSource, since: date | None, until: date | None,
+    output: Path,
+) -> tuple[str, int]:  # fmt: skip
+    """Compare on the log at ``location`` (a directory or the shipped log), write
+    ``output/compare.{json,html}``, log to MLflow; a summary, exit status."""
     limit = max_swap_share(load_params(project_root() / "params.yaml"))
     uri = tracking_store()
     if uri is None:
@@ -94,12 +97,13 @@ def compare_report(
     low = int(min(scale["min_points"] for scale in scales))
     high = int(max(scale["max_points"] for scale in scales))
     arguments = (scoring, champion.model_version, since, until, low, high)
-    tally = read_log(log_dir, SwapTally, *arguments)
+    log = as_log_source(location)
+    tally = read_log(log, SwapTally, *arguments)
     days = sorted(tally.days)
     report = {
         "champion": model_entry(champion),
         "challenger": model_entry(challenger),
-        "log_directory": str(log_dir),
+        **log.report_fields(),
         "window": report_window(since, until, days),
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
     } | summary(tally, limit)

@@ -1,6 +1,7 @@
 """Drift of the served population: the prediction log measured against a reference profile.
 
-:func:`measure_drift` streams the log files, one file per core at a time, into counts
+:func:`measure_drift` streams the log files (a directory's, or those shipped to MLflow:
+:mod:`credit_risk.monitoring.log_source`), one file per core at a time, into counts
 (:mod:`credit_risk.monitoring.log_tally`), so memory does not grow with the log. Lines that
 are not prediction records (torn, corrupt) are skipped and counted; records of other model
 versions and outside the date window are counted, not used. The population stability
@@ -9,6 +10,7 @@ reference's bins: ``sum((current - reference) * ln(current / reference))``, shar
 :data:`EPSILON` so that an empty bin does not make it infinite.
 """
 
+import itertools
 from datetime import date
 from pathlib import Path
 
@@ -16,8 +18,8 @@ import numpy as np
 
 from credit_risk.ml.contract import FEATURE_NAMES
 from credit_risk.ml.profile import reference_decline_rate
+from credit_risk.monitoring.log_source import LogSource, as_log_source
 from credit_risk.monitoring.log_tally import LogStream, Tally, merged_tally
-from credit_risk.serving.prediction_log import log_files
 
 EPSILON = 1e-4
 STATUSES = ("stable", "watch", "significant")
@@ -42,32 +44,37 @@ def status(value: float, thresholds: dict) -> str:
 
 
 def measure_drift(
-    directory: Path, profile: dict, version: str, since: date | None, until: date | None
-) -> Tally:
-    """Count the log files of ``directory`` against ``profile`` (model ``version``)."""
-    return read_log(directory, Tally, profile, version, since, until)
+    location: Path | LogSource, profile: dict, version: str, since: date | None,
+    until: date | None,
+) -> Tally:  # fmt: skip
+    """Count the log at ``location`` (a directory or the shipped log) against ``profile``
+    (model ``version``)."""
+    return read_log(location, Tally, profile, version, since, until)
 
 
-def read_log(directory: Path, kind: type, *arguments) -> LogStream:
-    """The log files of ``directory`` streamed into ``kind(*arguments)``, a
-    :class:`~credit_risk.monitoring.log_tally.LogStream`; raises :class:`DriftError` when
-    there are no files, or no usable records (naming the model versions found instead)."""
-    files = log_files(directory) if directory.is_dir() else []
-    if not files:
-        raise DriftError(f"no prediction log files (predictions-*.jsonl) in {directory}")
-    tally = merged_tally(kind(*arguments), files, kind, *arguments)
+def read_log(location: Path | LogSource, kind: type, *arguments) -> LogStream:
+    """The log files at ``location`` (a directory or the shipped log) streamed into
+    ``kind(*arguments)``, a :class:`~credit_risk.monitoring.log_tally.LogStream`; raises
+    :class:`DriftError` when there are no files, or no usable records (naming the model
+    versions found instead)."""
+    log = as_log_source(location)
+    batches = log.batches()
+    first = next(batches, None)
+    if first is None:
+        raise DriftError(log.no_files())
+    tally = merged_tally(kind(*arguments), itertools.chain([first], batches), kind, *arguments)
     version = tally.version
     others = {v: n for v, n in sorted(tally.versions.items()) if v != version}
     if not tally.versions[version] and others:
         listed = ", ".join(f"{v} ({n} records)" for v, n in others.items())
         raise DriftError(
-            f"{directory}: the log holds predictions of model version {listed}, none of version "
+            f"{log}: the log holds predictions of model version {listed}, none of version "
             f"{version}, {kind.USE}"
         )
     if not tally.records:
         found = sum(tally.versions.values())
         raise DriftError(
-            f"{directory}: no predictions of model version {version} {tally.window} ({found} "
+            f"{log}: no predictions of model version {version} {tally.window} ({found} "
             f"records outside it, {tally.corrupt} corrupt lines)"
         )
     return tally

@@ -6,7 +6,7 @@ records handed to the subclass as numpy columns. A block holding a line that is 
 or records that are not all used (another model version, outside the window), is parsed line by
 line: bad lines (torn, corrupt) are counted and skipped. A :class:`Tally` keeps only counts:
 bins against a reference profile, reason codes (found by a regular expression), days.
-:func:`merged_tally` tallies the files one per core at a time.
+:func:`merged_tally` tallies the files one per core at a time, a batch of files after the other.
 """
 
 import gzip
@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import re
 from collections import Counter
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from datetime import date
 from operator import itemgetter
@@ -212,17 +213,21 @@ def stream_file(task: tuple) -> LogStream:
     return stream
 
 
-def merged_tally(total: LogStream, files: list[Path], kind: type, *arguments) -> LogStream:
-    """``total`` with the streams (``kind(*arguments)``) of ``files`` merged in, one file per
-    core at a time (forked workers)."""
-    tasks = [(path, kind, *arguments) for path in files]
-    workers = min(os.cpu_count() or 1, len(files))
-    if workers > 1:
-        context = multiprocessing.get_context(kind.START_METHOD)
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            for counted in pool.map(stream_file, tasks):
+def merged_tally(
+    total: LogStream, batches: Iterable[list[Path]], kind: type, *arguments
+) -> LogStream:
+    """``total`` with the streams (``kind(*arguments)``) of the files of ``batches`` merged in,
+    one file per core at a time (forked workers), each batch done before the next is asked for."""
+    pool = None
+    try:
+        for files in batches:
+            tasks = [(path, kind, *arguments) for path in files]
+            if pool is None and min(os.cpu_count() or 1, len(files)) > 1:
+                context = multiprocessing.get_context(kind.START_METHOD)
+                pool = ProcessPoolExecutor(os.cpu_count(), mp_context=context)
+            for counted in pool.map(stream_file, tasks) if pool else map(stream_file, tasks):
                 total.merge(counted)
-    else:
-        for task in tasks:
-            total.merge(stream_file(task))
+    finally:
+        if pool is not None:
+            pool.shutdown()
     return total

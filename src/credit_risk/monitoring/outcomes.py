@@ -4,17 +4,20 @@
 and ``observed_at`` (an ISO date or time) and appends the outcomes not yet known to
 ``LOG_DIR/outcomes.jsonl``, next to the prediction log. The whole file is checked first and
 nothing of it is stored if any row is wrong: an id the prediction log does not hold, a label
-other than 0 or 1, a label that contradicts one already known or an earlier row. The new
-outcomes are written in one append and fsync'd; an append that fails part-way is cut back off,
-so the file never holds half a line. Runs at the same time take turns (an exclusive ``flock``
-on the file), so taking the same outcomes in twice, or from two hosts sharing the directory,
-stores each once. The first observation of an outcome is kept; a repeat is "already known".
+other than 0 or 1, a label that contradicts one already known or an earlier row. With
+``--from-mlflow`` the ids are looked up in the log every service shipped to MLflow, and the
+outcomes shipped from any host count as known too, so a host takes in outcomes of predictions
+another host logged. The new outcomes are written in one append and fsync'd; an append that
+fails part-way is cut back off, so the file never holds half a line. Runs at the same time take
+turns (an exclusive ``flock`` on the file), so taking the same outcomes in twice, or from two
+hosts sharing the directory, stores each once. The first observation of an outcome is kept; a
+repeat is "already known". The command then ships them to MLflow
+(:mod:`credit_risk.serving.outcome_shipping`).
 """
 
 import csv
 import fcntl
 import os
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -22,23 +25,12 @@ import orjson
 
 from credit_risk.ml.contract import TARGET
 from credit_risk.ml.data import DataError
-from credit_risk.serving.prediction_log import FILE_MODE, iter_records
+from credit_risk.monitoring.log_source import LogDirectory, LogSource
+from credit_risk.monitoring.outcome_records import Outcome, stored_outcomes
+from credit_risk.serving.outcome_shipping import OUTCOMES_FILE
+from credit_risk.serving.prediction_log import FILE_MODE
 
-OUTCOMES_FILE = "outcomes.jsonl"
 COLUMNS = ("prediction_id", TARGET, "observed_at")
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What became of one logged prediction's applicant."""
-
-    prediction_id: str
-    defaulted: int
-    observed_at: str
-
-    def record(self) -> dict:
-        return {"prediction_id": self.prediction_id, TARGET: self.defaulted,
-                "observed_at": self.observed_at}  # fmt: skip
 
 
 def parse_observed_at(text: str) -> str:
@@ -84,35 +76,22 @@ def outcome_of(path: Path, line: int, row: dict) -> Outcome:
     return Outcome(values["prediction_id"], int(values[TARGET]), observed_at)
 
 
-def stored_outcomes(directory: Path) -> dict[str, Outcome]:
-    """The outcomes taken in so far, by prediction id (none if there is no outcomes file)."""
-    try:
-        data = (directory / OUTCOMES_FILE).read_bytes()
-    except FileNotFoundError:
-        return {}
-    outcomes = {}
-    for line in data[: data.rfind(b"\n") + 1].splitlines():
-        record = orjson.loads(line)
-        outcome = Outcome(record["prediction_id"], record[TARGET], record["observed_at"])
-        outcomes.setdefault(outcome.prediction_id, outcome)
-    return outcomes
-
-
-def logged_prediction_ids(directory: Path) -> set[str]:
-    """The ids of every prediction in the directory's log files."""
-    return {record["prediction_id"] for record in iter_records(directory)}
-
-
 def new_outcomes(path: Path, rows: list[tuple[int, Outcome]], known: dict[str, Outcome],
-                 logged: set[str], directory: Path) -> list[Outcome]:  # fmt: skip
+                 logged: set[str], log: LogSource) -> list[Outcome]:  # fmt: skip
     """The rows' outcomes not yet ``known``; :class:`DataError` for the first row that names no
-    logged prediction or contradicts a known outcome or an earlier row."""
+    prediction of ``log`` (``logged``: those it names that it holds) or contradicts a known
+    outcome or an earlier row."""
     seen: dict[str, tuple[int, Outcome]] = {}
     new = []
     for line, outcome in rows:
         where = f"{path}: line {line}: prediction_id {outcome.prediction_id!r}"
         if outcome.prediction_id not in logged:
-            raise DataError(f"{where} is not in the prediction log {directory}")
+            if isinstance(log, LogDirectory):
+                raise DataError(
+                    f"{where} is not in the prediction log {log} (logged by another host? "
+                    "--from-mlflow looks in the log every host shipped)"
+                )
+            raise DataError(f"{where} is not in {log} (it ships every CREDIT_RISK_SHIP_INTERVAL s)")
         if outcome.prediction_id in known:
             previous = known[outcome.prediction_id]
             if previous.defaulted != outcome.defaulted:
@@ -134,23 +113,30 @@ def new_outcomes(path: Path, rows: list[tuple[int, Outcome]], known: dict[str, O
     return new
 
 
-def take_in_outcomes(path: Path, directory: Path) -> str:
-    """Store the new outcomes of ``path`` in ``directory``; the one-line summary."""
+def take_in_outcomes(path: Path, directory: Path, shipped: LogSource | None = None) -> str:
+    """Store the new outcomes of ``path`` in ``directory``; the one-line summary. The ids are
+    looked up in ``directory``'s log, or in ``shipped`` (the shipped log) if given, whose
+    outcomes then count as known too."""
     rows = read_outcomes_csv(path)
-    if not directory.is_dir():
+    if shipped is None and not directory.is_dir():
         raise DataError(f"{directory}: no prediction log directory")
+    log = shipped or LogDirectory(directory)
+    logged = log.ids_among({outcome.prediction_id for _, outcome in rows})
+    known_elsewhere = shipped.outcomes() if shipped is not None else {}
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     target = directory / OUTCOMES_FILE
     descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, FILE_MODE)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX)
-        known = stored_outcomes(directory)
-        new = new_outcomes(path, rows, known, logged_prediction_ids(directory), directory)
+        stored = stored_outcomes(directory)
+        known = known_elsewhere | stored
+        new = new_outcomes(path, rows, known, logged, log)
         append_all_or_nothing(descriptor, b"".join(orjson.dumps(o.record()) + b"\n" for o in new))
     finally:
         os.close(descriptor)
     return (
         f"outcomes: {len(rows)} rows read from {path}: {len(new)} new, "
-        f"{len(rows) - len(new)} already known; {len(known) + len(new)} outcomes in {target}"
+        f"{len(rows) - len(new)} already known; {len(stored) + len(new)} outcomes in {target}"
     )
 
 

@@ -1,7 +1,9 @@
 """Realized performance: how well each served model version ranked and calibrated the logged
 applicants whose outcomes are known.
 
-The prediction log is read line by line (one file in memory at a time); of each record only its
+The prediction log (a directory, or the log shipped to MLflow:
+:mod:`credit_risk.monitoring.log_source`) is read line by line (one file in memory at a time); of
+each record only its
 version, day, probability and score are kept, and only when its outcome is known (such a
 prediction id found twice counts once), so memory grows with the outcomes, not with the log.
 Per version: ROC AUC with DeLong's 95 % interval, Gini, KS, the expected calibration error over
@@ -12,7 +14,6 @@ the decisions with and without outcomes.
 
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
 
 import numpy as np
 import orjson
@@ -20,8 +21,8 @@ from sklearn.metrics import roc_curve
 
 from credit_risk.ml.auc_comparison import auc_interval
 from credit_risk.ml.evaluation import expected_calibration_error
-from credit_risk.monitoring.outcomes import Outcome
-from credit_risk.serving.prediction_log import log_files, read_lines
+from credit_risk.monitoring.log_source import LogSource
+from credit_risk.monitoring.outcome_records import Outcome
 
 
 class PerformanceError(ValueError):
@@ -50,37 +51,35 @@ class LogCohorts:
 
 
 def read_cohorts(
-    directory: Path, outcomes: dict[str, Outcome], since: date | None, until: date | None
+    log: LogSource, outcomes: dict[str, Outcome], since: date | None, until: date | None
 ) -> LogCohorts:
-    """Each version's decisions of ``directory``'s log within the window."""
+    """Each version's decisions of ``log`` within the window."""
     first, last = (since.isoformat() if since else ""), (until.isoformat() if until else "~")
     cohorts, seen = LogCohorts(), set()
-    for path in log_files(directory):
-        data = read_lines(path)
-        for line in data[: data.rfind(b"\n") + 1].splitlines():
-            try:
-                record = orjson.loads(line)
-                day, identifier = record["timestamp"][:10], record["prediction_id"]
-                version = str(record["model_version"])
-            except (ValueError, KeyError, TypeError):
-                cohorts.corrupt_lines += 1
-                continue
-            if not first <= day <= last:
-                cohorts.outside_window += 1
-                continue
-            cohort = cohorts.versions.setdefault(version, Cohort())
-            outcome = outcomes.get(identifier)
-            if outcome is None:
-                cohort.without_outcome += 1
-                continue
-            if identifier in seen:
-                cohorts.repeated_ids += 1
-                continue
-            seen.add(identifier)
-            cohort.probabilities.append(record["probability"])
-            cohort.scores.append(record["score"])
-            cohort.defaulted.append(outcome.defaulted)
-            cohort.months.append(day[:7])
+    for line in log.lines():
+        try:
+            record = orjson.loads(line)
+            day, identifier = record["timestamp"][:10], record["prediction_id"]
+            version = str(record["model_version"])
+        except (ValueError, KeyError, TypeError):
+            cohorts.corrupt_lines += 1
+            continue
+        if not first <= day <= last:
+            cohorts.outside_window += 1
+            continue
+        cohort = cohorts.versions.setdefault(version, Cohort())
+        outcome = outcomes.get(identifier)
+        if outcome is None:
+            cohort.without_outcome += 1
+            continue
+        if identifier in seen:
+            cohorts.repeated_ids += 1
+            continue
+        seen.add(identifier)
+        cohort.probabilities.append(record["probability"])
+        cohort.scores.append(record["score"])
+        cohort.defaulted.append(outcome.defaulted)
+        cohort.months.append(day[:7])
     return cohorts
 
 

@@ -4,6 +4,7 @@ split, predicted against observed default rates by score band, and by month of a
 
 from html import escape
 
+from credit_risk.monitoring.log_source import log_description
 from credit_risk.monitoring.report_html import STYLE, _percent, histogram
 
 STATUS_COLORS = {"within": "#2e7d32", "degraded": "#c62828", "too few outcomes": "#7a8ca3"}
@@ -84,7 +85,7 @@ def render(report: dict) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>{STYLE}</style>\
 </head><body>
 <h1>{title}</h1>
-<p class="meta">Logged decisions in {escape(report["log_directory"])} (window: \
+<p class="meta">Logged decisions in {escape(log_description(report))} (window: \
 {escape(window["since"] or "start")} to {escape(window["until"] or "now")}) whose outcomes are \
 known ({report["outcomes_known"]:,} outcomes taken in). A version is degraded, with at least \
 {limits["min_outcomes"]:,} outcomes, when its ROC AUC is more than {limits["max_auc_drop"]:g} \

@@ -1,6 +1,8 @@
 """``credit-risk performance``: each served version's realized performance, as files and in MLflow.
 
-The outcomes are the ones ``credit-risk outcomes`` took in. Each version found in the log's
+The log and the outcomes (the ones ``credit-risk outcomes`` took in) are a log directory's, or
+with ``--from-mlflow`` the ones every host shipped (:mod:`credit_risk.monitoring.shipped_log`).
+Each version found in the log's
 window is compared with its test-split metrics (``roc_auc``, ``calibration_error`` of its
 training run, when the registry has the version). The report goes to ``performance.json`` and
 ``performance.html``; each version's figures become metrics, and both files artifacts (under
@@ -16,7 +18,7 @@ import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from credit_risk.monitoring.outcomes import stored_outcomes
+from credit_risk.monitoring.log_source import LogSource, as_log_source
 from credit_risk.monitoring.performance import PerformanceError, read_cohorts, version_summary
 from credit_risk.monitoring.performance_html import render
 from credit_risk.monitoring.report import tracking_store
@@ -69,19 +71,18 @@ def held_out_metrics(client, uri: str | None, version: str) -> dict | None:
 
 
 def performance_report(
-    log_dir: Path, since: date | None, until: date | None, output: Path
+    location: Path | LogSource, since: date | None, until: date | None, output: Path
 ) -> tuple[str, int]:
-    """Measure, write ``output/performance.{json,html}``, log to MLflow; a summary and exit
-    status."""
+    """Measure the log at ``location`` (a directory or the shipped log), write
+    ``output/performance.{json,html}``, log to MLflow; a summary and exit status."""
     limits = performance_limits(load_params(project_root() / "params.yaml"))
-    outcomes = stored_outcomes(log_dir)
+    log = as_log_source(location)
+    outcomes = log.outcomes()
     if not outcomes:
-        raise PerformanceError(
-            f"{log_dir}: no outcomes taken in yet (credit-risk outcomes FILE.csv {log_dir})"
-        )
-    cohorts = read_cohorts(log_dir, outcomes, since, until)
+        raise PerformanceError(log.no_outcomes())
+    cohorts = read_cohorts(log, outcomes, since, until)
     if not cohorts.versions:
-        raise PerformanceError(f"{log_dir}: no logged predictions in the window")
+        raise PerformanceError(f"{log}: no logged predictions in the window")
     uri = tracking_store()
     client = connect(uri) if uri else None
     versions = [
@@ -90,7 +91,7 @@ def performance_report(
     ]
     report = {
         "model_name": MODEL_NAME,
-        "log_directory": str(log_dir),
+        **log.report_fields(),
         "window": {"since": since and since.isoformat(), "until": until and until.isoformat()},
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "outcomes_known": len(outcomes),
@@ -99,6 +100,7 @@ def performance_report(
             "corrupt_lines": cohorts.corrupt_lines,
             "outside_window": cohorts.outside_window,
             "repeated_prediction_ids": cohorts.repeated_ids,
+            "conflicting_outcomes": log.conflicting_outcomes,
         },
         "versions": versions,
     }

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from credit_risk.ml.profile import read_profile
 from credit_risk.monitoring.drift import DriftError, measure_drift, summary
+from credit_risk.monitoring.log_source import LogSource, as_log_source
 from credit_risk.monitoring.report_html import render
 from credit_risk.params import load_params
 from credit_risk.registry.lookups import production_version
@@ -57,14 +58,16 @@ def drift_thresholds(params: dict) -> dict[str, float]:
 
 
 def drift_report(
-    log_dir: Path, since: date | None, until: date | None, output: Path
+    location: Path | LogSource, since: date | None, until: date | None, output: Path
 ) -> tuple[str, int]:
-    """Measure, write ``output/drift.{json,html}``, log to MLflow; a summary and exit status."""
+    """Measure the log at ``location`` (a directory or the shipped log), write
+    ``output/drift.{json,html}``, log to MLflow; a summary and exit status."""
     if since and until and until < since:
         raise DriftError(f"--until {until} is before --since {since}")
     thresholds = drift_thresholds(load_params(project_root() / "params.yaml"))
     served, profile, source = measured_model()
-    tally = measure_drift(log_dir, profile, served.model_version, since, until)
+    log = as_log_source(location)
+    tally = measure_drift(log, profile, served.model_version, since, until)
     measured = summary(tally, thresholds, served.decision_threshold)
     days = [day["day"] for day in measured["daily"]]
     report = {
@@ -75,7 +78,7 @@ def drift_report(
             "reference_from": source,
             "reference_profile_sha256": served.reference_profile_sha256,
         },
-        "log_directory": str(log_dir),
+        **log.report_fields(),
         "window": report_window(since, until, days),
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
     } | measured

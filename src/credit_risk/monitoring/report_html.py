@@ -7,6 +7,8 @@ reason-code frequencies, and the reference and current distribution of everythin
 
 from html import escape
 
+from credit_risk.monitoring.log_source import log_description
+
 COLORS = {"stable": "#2e7d32", "watch": "#ef8f00", "significant": "#c62828"}
 REFERENCE, CURRENT = "#7a8ca3", "#f08a24"
 STYLE = """body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1240px}
@@ -159,7 +161,7 @@ version {escape(model["version"])}</title><style>{STYLE}</style></head><body>
 {_badge(report["status"])}</h1>
 <p class="meta">{report["records"]} predictions from {escape(window["first_day"])} to \
 {escape(window["last_day"])} (window: {escape(window["since"] or "start")} to \
-{escape(window["until"] or "now")}) in {escape(report["log_directory"])}; reference: the \
+{escape(window["until"] or "now")}) in {escape(log_description(report))}; reference: the \
 training split of run {escape(model["run_id"])} (profile SHA256 \
 {escape(model["reference_profile_sha256"][:12])}…). Skipped: {skipped["corrupt_lines"]} torn or \
 corrupt lines, {skipped["outside_window"]} records outside the window, other model versions: \

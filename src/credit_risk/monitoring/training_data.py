@@ -2,7 +2,8 @@
 
 The file is in the Kaggle format the pipeline reads (the unnamed index column, the target
 ``SeriousDlqin2yrs``, the contract's Kaggle column names, ``NA`` for a missing value), one row
-per logged prediction with an outcome, in log order, each value exactly as it was scored. So
+per logged prediction with an outcome, in log order, each value exactly as it was scored; from a
+log directory, or with ``--from-mlflow`` from what every host shipped. So
 ``dvc exp run -S data.raw=FILE.csv`` retrains on the applicants the lender really saw, and the
 dataset fingerprint of that run tells which file it was. It is written to a temporary file
 first and renamed: a reader never sees half a file.
@@ -15,8 +16,7 @@ from pathlib import Path
 
 from credit_risk.ml.contract import FEATURES, TARGET
 from credit_risk.ml.data import DataError
-from credit_risk.monitoring.outcomes import stored_outcomes
-from credit_risk.serving.prediction_log import iter_records
+from credit_risk.monitoring.log_source import LogSource, as_log_source
 
 
 def cell(feature, value) -> str:
@@ -26,14 +26,13 @@ def cell(feature, value) -> str:
     return str(int(value)) if feature.integer else repr(float(value))
 
 
-def write_training_data(directory: Path, output: Path) -> str:
-    """Write the applicants of ``directory``'s log that have outcomes to ``output``; the
-    one-line summary."""
-    outcomes = stored_outcomes(directory)
+def write_training_data(location: Path | LogSource, output: Path) -> str:
+    """Write the applicants of the log at ``location`` (a directory or the shipped log) that
+    have outcomes to ``output``; the one-line summary."""
+    log = as_log_source(location)
+    outcomes = log.outcomes()
     if not outcomes:
-        raise DataError(
-            f"{directory}: no outcomes taken in yet (credit-risk outcomes FILE.csv {directory})"
-        )
+        raise DataError(log.no_outcomes())
     output.parent.mkdir(parents=True, exist_ok=True)
     written: set[str] = set()
     defaults = 0
@@ -43,8 +42,8 @@ def write_training_data(directory: Path, output: Path) -> str:
         try:
             writer = csv.writer(file, lineterminator="\n")
             writer.writerow(["", TARGET, *(feature.kaggle_name for feature in FEATURES)])
-            for record in iter_records(directory):
-                outcome = outcomes.get(record["prediction_id"])
+            for record in log.records():
+                outcome = outcomes.get(record.get("prediction_id"))
                 if outcome is None or outcome.prediction_id in written:
                     continue
                 written.add(outcome.prediction_id)
@@ -62,5 +61,5 @@ def write_training_data(directory: Path, output: Path) -> str:
     unmatched = f"; {missing} outcomes whose prediction is no longer in the log" if missing else ""
     return (
         f"training-data: {len(written)} applicants with outcomes ({defaults} defaulted) from "
-        f"{directory} written to {output}{unmatched}"
+        f"{log} written to {output}{unmatched}"
     )

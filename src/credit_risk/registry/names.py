@@ -51,3 +51,6 @@ TAG_SCORE_SCALE = "score_scale"
 # Tags on the serving runs that receive the prediction log.
 TAG_SERVING_MODEL_NAME = "serving_model_name"
 TAG_SERVING_MODEL_VERSION = "serving_model_version"
+# Tags on the run that receives the outcomes taken in (:mod:`credit_risk.serving.outcome_shipping`).
+OUTCOMES_RUN = "outcomes"
+TAG_OUTCOMES_MODEL_NAME = "outcomes_model_name"

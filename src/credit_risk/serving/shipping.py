@@ -12,8 +12,9 @@ as shipped there (and in ``/health``) once their run's totals are logged. A fail
 (MLflow down, disk full) is retried next round, so nothing is lost. Only the process holding
 the directory's ``shipper.lock`` ships; it saves its progress after each round in
 ``shipping-progress.json``, which every worker's ``/health`` reads. Finished, fully shipped
-files are kept, compressed or deleted as ``CREDIT_RISK_SHIPPED_LOGS`` says. The service runs
-it in a process of its own (:mod:`credit_risk.serving.shipping_process`).
+files are kept, compressed or deleted as ``CREDIT_RISK_SHIPPED_LOGS`` says. Each round ends by
+shipping the outcomes taken in meanwhile (:mod:`credit_risk.serving.outcome_shipping`). The
+service runs it in a process of its own (:mod:`credit_risk.serving.shipping_process`).
 """
 
 import contextlib
@@ -23,7 +24,7 @@ import re
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -57,8 +58,9 @@ CHUNK_NAME = re.compile(
 )
 
 
-def run_totals(artifact_names: list[str]) -> tuple[int, int]:
-    """(records, positives) of a serving run, from its chunk artifacts' names.
+def longest_chunks(artifact_names: list[str]) -> list[re.Match]:
+    """The chunks that count among a run's artifact names (as :data:`CHUNK_NAME` matches, by
+    log file and start).
 
     A retried shipment starts where the failed one started; if the log grew meanwhile it ends
     later. So per log file and start offset only the longest chunk counts.
@@ -70,8 +72,15 @@ def run_totals(artifact_names: list[str]) -> tuple[int, int]:
             key = (match["stem"], match["start"])
             if key not in longest or match["end"] > longest[key]["end"]:
                 longest[key] = match
-    records = sum(int(match["records"]) for match in longest.values())
-    return records, sum(int(match["positives"]) for match in longest.values())
+    return [longest[key] for key in sorted(longest)]
+
+
+def run_totals(artifact_names: list[str]) -> tuple[int, int]:
+    """(records, positives) of a serving run, from its chunk artifacts' names (the
+    :func:`longest_chunks`)."""
+    chunks = longest_chunks(artifact_names)
+    records = sum(int(match["records"]) for match in chunks)
+    return records, sum(int(match["positives"]) for match in chunks)
 
 
 class Shipper:
@@ -151,6 +160,9 @@ class Shipper:
                 self._log_totals(client, run_id, shipped.get(run_id, []))
             state["shipped"] += sum(state.pop("pending").values())
             save_state(self.directory, state)
+        from credit_risk.serving.outcome_shipping import ship_outcomes
+
+        ship_outcomes(self.directory, self.uri, client, wait=False)  # unless being taken in
 
     def _ship_chunk(
         self, client, state: dict, path: Path, size: int, finished: bool, shipped: dict
@@ -278,19 +290,28 @@ def serving_run(client, uri: str, version: str) -> str:
     version); of runs created at once, the oldest."""
     from credit_risk.registry.lookups import get_or_create_experiment, registry_version
 
+    def training_tags() -> dict:
+        registered = registry_version(client, version)
+        if registered is None:
+            return {}
+        training = client.get_run(registered.run_id).data.tags
+        return {"model_run_id": registered.run_id,
+                TAG_DATASET_HASH: training.get(TAG_DATASET_HASH, "")}  # fmt: skip
+
     experiment = get_or_create_experiment(client, uri, project_root())
     tags = {TAG_SERVING_MODEL_NAME: MODEL_NAME, TAG_SERVING_MODEL_VERSION: version}
+    return tagged_run(client, experiment, f"serving-v{version}", tags, training_tags)
+
+
+def tagged_run(client, experiment: str, name: str, tags: dict,
+               creation_tags: Callable[[], dict] = dict) -> str:  # fmt: skip
+    """The id of the run of ``experiment`` with ``tags``, created as ``name`` (with ``tags`` and
+    ``creation_tags()``) if there is none; of runs created at once, the oldest."""
     query = " and ".join(f"tags.{key} = '{value}'" for key, value in tags.items())
     order = ["attributes.start_time ASC", "attributes.run_id ASC"]
     runs = client.search_runs([experiment], filter_string=query, order_by=order)
     if not runs:
-        name = f"serving-v{version}"
-        registered = registry_version(client, version)
-        if registered is not None:
-            training = client.get_run(registered.run_id).data.tags
-            tags |= {"model_run_id": registered.run_id}
-            tags |= {TAG_DATASET_HASH: training.get(TAG_DATASET_HASH, "")}
-        created = client.create_run(experiment, run_name=name, tags=tags)
+        created = client.create_run(experiment, run_name=name, tags=tags | creation_tags())
         runs = client.search_runs([experiment], filter_string=query, order_by=order)
         if runs[0].info.run_id != created.info.run_id:
             client.delete_run(created.info.run_id)  # another process's run came first

@@ -36,10 +36,11 @@ def read_state(directory: Path) -> dict:
     return state
 
 
-def save_state(directory: Path, state: dict) -> None:
-    """Replace the state file atomically and durably (file and directory fsync'd)."""
-    target = directory / STATE_FILE
-    temporary = target.with_name(f".{STATE_FILE}.new")
+def save_state(directory: Path, state: dict, name: str = STATE_FILE) -> None:
+    """Replace the state file (or another named ``name``) atomically and durably (file and
+    directory fsync'd)."""
+    target = directory / name
+    temporary = target.with_name(f".{name}.new")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
         json.dump(state, stream)
