@@ -1,9 +1,9 @@
 """Benchmark the BentoML service against `mlflow models serve` on the same model, briefly or
-as a soak (throughput, latency and the worker's memory, interval by interval).
+as a soak (throughput, latency and the memory of every process, interval by interval).
 
 Run from the project root with the venv active (``wrk`` from ``apt-get install wrk``)::
 
-    python benchmarks/serving.py                                  # 15 s each, single and batch
+    python benchmarks/serving.py                                  # 15 s each measurement
     python benchmarks/serving.py --soak 600 --report-every 30     # 10 minutes of /predict
 
 It trains the model with the project's stage scripts into a temporary folder and MLflow store
@@ -11,8 +11,13 @@ It trains the model with the project's stage scripts into a temporary folder and
 a temporary BentoML home and serves it as a user would: prediction log on, shipping to that
 temporary store on (every ``--ship-interval`` s). Nothing of the project's stores is touched.
 Both servers are driven by the same closed-loop client, ``wrk`` with keep-alive connections.
-A soak measures ``mlflow models serve`` for one interval before it and one after it: a machine
-that slowed down meanwhile (other load, a throttled CPU) shows in the peer's figures too.
+
+The brief run measures ``/predict`` with one worker and with the default (one per core), each
+against ``mlflow models serve`` with as many workers (``-w``); BentoML's own client
+(``SyncHTTPClient``, threads in this process) against plain ``httpx`` with as many threads;
+batches; and the resident memory of every process of the service. A soak runs the default
+workers and measures ``mlflow models serve`` for one interval before it and one after it: a
+machine that slowed down meanwhile (other load, a throttled CPU) shows in the peer's figures too.
 """
 
 import argparse
@@ -24,6 +29,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -124,13 +130,71 @@ def stop(process: subprocess.Popen) -> None:
     psutil.wait_procs(processes, timeout=30)
 
 
-def resident_mb(process: subprocess.Popen) -> tuple[float, float]:
-    """Resident memory in MB of the server's worker (its largest child process) and of the
-    worker's own children (the prediction log's shipping process)."""
-    worker = max(psutil.Process(process.pid).children(), key=lambda p: p.memory_info().rss)
-    return worker.memory_info().rss / 1e6, sum(
-        child.memory_info().rss for child in worker.children()
-    ) / 1e6
+def resident_mb(process: subprocess.Popen) -> dict[str, float]:
+    """Resident memory in MB of every process of a ``bentoml serve``: the server itself, each
+    worker, the shipping process; and their sum."""
+    root = psutil.Process(process.pid)
+    memory = {"server": root.memory_info().rss / 1e6}
+    for child in root.children(recursive=True):
+        command = " ".join(child.cmdline())
+        name = "shipping" if "shipping_process" in command else f"worker {len(memory)}"
+        memory[name] = child.memory_info().rss / 1e6
+    return memory | {"all": sum(memory.values())}
+
+
+def memory_line(memory: dict[str, float]) -> str:
+    return ", ".join(f"{name} {mb:.0f} MB" for name, mb in memory.items())
+
+
+def start_bentoml(env: dict, workers: str | None, work: Path) -> tuple[subprocess.Popen, str]:
+    """``bentoml serve`` with ``workers`` (None: the default), once every worker is ready."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    settings = {"CREDIT_RISK_WORKERS": workers} if workers else {}
+    log = work / f"bentoml-{workers or 'default'}.log"
+    server = start(
+        ["bentoml", "serve", SERVICE, "--port", str(port)], env | settings, log, f"{url}/readyz"
+    )
+    count = int(workers or os.cpu_count() or 1)
+    deadline = time.monotonic() + 120  # /readyz answers once one worker is ready
+    while log.read_text().count("Service CreditRiskService initialized") < count:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"not every worker started:\n{log.read_text()}")
+        time.sleep(0.5)
+    return server, url
+
+
+def client_loop(url: str, threads: int, duration: float, bentoml_client: bool) -> float:
+    """Requests/s of ``threads`` threads of this process calling ``/predict`` back to back for
+    ``duration`` s, each with a ``bentoml.SyncHTTPClient`` or a plain ``httpx.Client``."""
+    import bentoml
+    import httpx
+
+    done, counts = threading.Event(), [0] * threads
+
+    def call(index: int) -> None:
+        if bentoml_client:
+            with bentoml.SyncHTTPClient(url) as client:
+                while not done.is_set():
+                    client.predict(**EXAMPLE_APPLICANT)
+                    counts[index] += 1
+        else:
+            with httpx.Client(base_url=url) as client:
+                while not done.is_set():
+                    client.post("/predict", json=EXAMPLE_APPLICANT).raise_for_status()
+                    counts[index] += 1
+
+    workers = [threading.Thread(target=call, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    time.sleep(2)  # warm-up: clients made, connections open
+    before, started = sum(counts), time.monotonic()
+    time.sleep(duration)
+    rate = (sum(counts) - before) / (time.monotonic() - started)
+    done.set()
+    for worker in workers:
+        worker.join()
+    return rate
 
 
 def wrk(url: str, body: dict, args, duration: float, connections: int, work: Path) -> dict:
@@ -153,7 +217,7 @@ def wrk(url: str, body: dict, args, duration: float, connections: int, work: Pat
 
 def line(name: str, result: dict) -> str:
     return (
-        f"  {name:18} {result['rps']:8.0f} req/s  p50 {result['p50']:6.1f} ms  "
+        f"  {name:30} {result['rps']:8.0f} req/s  p50 {result['p50']:6.1f} ms  "
         f"p99 {result['p99']:6.1f} ms  errors {result['errors']}"
     )
 
@@ -162,14 +226,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REAL_DATA if REAL_DATA.is_file() else None)
     parser.add_argument("--duration", type=float, default=15, help="seconds per measurement")
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 16])
     parser.add_argument("--rows", type=int, default=10_000, help="rows per batch request")
     parser.add_argument("--wrk-threads", type=int, default=2)
+    parser.add_argument("--client-threads", type=int, default=4)
     parser.add_argument("--ship-interval", type=float, default=30)
     parser.add_argument("--soak", type=float, help="soak for this many seconds instead")
     parser.add_argument("--report-every", type=float, default=30)
     args = parser.parse_args()
     data = (args.data or PROJECT / "data" / "gmsc-synthetic.csv").resolve()
+    cores = os.cpu_count() or 1
 
     work = Path(tempfile.mkdtemp(prefix="serving-benchmark-"))
     print(f"model trained on {data}; stores and logs in {work}", flush=True)
@@ -178,51 +244,76 @@ def main() -> None:
         "CREDIT_RISK_PREDICTION_LOG": str(work / "predictions"),
         "CREDIT_RISK_SHIP_INTERVAL": str(args.ship_interval),
     }
-    bento_port = free_port()
-    bento_url = f"http://127.0.0.1:{bento_port}"
-    interval = args.report_every if args.soak else args.duration
-    batch = None if args.soak else distinct_applicants(data, args.rows)
-
-    print(f"load average at start {os.getloadavg()}", flush=True)
-    theirs, their_batch = measure_mlflow(env, work, args, interval, batch)
-    bento = start(
-        ["bentoml", "serve", SERVICE, "--port", str(bento_port)],
-        bento_env,
-        work / "bentoml.log",
-        f"{bento_url}/readyz",
-    )
-    try:
-        wrk(f"{bento_url}/predict", EXAMPLE_APPLICANT, args, 2, args.concurrency, work)
-        if args.soak:
-            last = soak(bento, bento_url, theirs, args, work)
-        else:
-            ours = wrk(
-                f"{bento_url}/predict", EXAMPLE_APPLICANT, args, interval, args.concurrency, work
-            )
-            with_reasons = reasons_given(f"{bento_url}/predict/batch", batch)
-            our_batch = wrk(
-                f"{bento_url}/predict/batch", {"applicants": batch}, args, args.duration, 1, work
-            )
-    finally:
-        stop(bento)
+    print(f"load average at start {os.getloadavg()}; {cores} cores", flush=True)
     if args.soak:
+        theirs = measure_mlflow(env, work, args, str(cores), args.report_every)
+        bento, url = start_bentoml(bento_env, None, work)
+        try:
+            last = soak(bento, url, theirs, args, work)
+        finally:
+            stop(bento)
         # The machine's own drift: the peer measured again, after the soak.
-        after, _ = measure_mlflow(env, work, args, interval, None)
-        print(line("mlflow models serve", after) + "  (one interval, after the soak)")
-        print(f"  last interval {last['rps'] / after['rps']:.1f}x mlflow after the soak")
+        after = measure_mlflow(env, work, args, str(cores), args.report_every)
+        print(line("mlflow models serve", after["single"][0]) + "  (after the soak)")
+        print(f"  last interval {last['rps'] / after['single'][0]['rps']:.1f}x mlflow after it")
         print(f"load average at end {os.getloadavg()}")
         return
+
+    batch = distinct_applicants(data, args.rows)
+    theirs = {
+        "1": measure_mlflow(env, work, args, "1", args.duration, batch),
+        str(cores): measure_mlflow(env, work, args, str(cores), args.duration),
+    }
+    ours = {}
+    for workers in ("1", None):
+        bento, url = start_bentoml(bento_env, workers, work)
+        try:
+            wrk(f"{url}/predict", EXAMPLE_APPLICANT, args, 2, 8, work)  # warm-up
+            ours[workers or str(cores)] = result = {
+                "single": [
+                    wrk(f"{url}/predict", EXAMPLE_APPLICANT, args, args.duration, c, work)
+                    for c in args.concurrency
+                ]
+            }
+            if workers is None:
+                threads, duration = args.client_threads, args.duration
+                result["bentoml client"] = client_loop(url, threads, duration, True)
+                result["httpx client"] = client_loop(url, threads, duration, False)
+                with_reasons = reasons_given(f"{url}/predict/batch", batch)
+                result["batch"] = wrk(
+                    f"{url}/predict/batch", {"applicants": batch}, args, args.duration, 1, work
+                )
+                result["memory"] = resident_mb(bento)
+        finally:
+            stop(bento)
+    report(args, data, cores, ours, theirs, with_reasons)
+
+
+def report(args, data: Path, cores: int, ours: dict, theirs: dict, with_reasons: int) -> None:
     print(f"wrk -t{args.wrk_threads}; load average at end {os.getloadavg()}")
-    print(f"single applicant, concurrency {args.concurrency}, {args.duration:g} s:")
-    print(line("bentoml", ours))
-    print(line("mlflow models serve", theirs))
+    print(f"/predict, one applicant, {args.duration:g} s each:")
+    for workers in ("1", str(cores)):
+        for c, mine, peer in zip(
+            args.concurrency, ours[workers]["single"], theirs[workers]["single"], strict=True
+        ):
+            print(line(f"bentoml, {workers} worker(s), c{c}", mine))
+            print(line(f"mlflow -w {workers}, c{c}", peer))
+            print(f"  ratio {mine['rps'] / peer['rps']:.1f}x req/s")
+    default, single = ours[str(cores)]["single"][0], ours["1"]["single"][0]
+    print(f"  default workers vs one worker, c{args.concurrency[0]}: "
+          f"{default['rps'] / single['rps']:.2f}x req/s")  # fmt: skip
+    by_default = ours[str(cores)]
+    bentoml_client, httpx_client = by_default["bentoml client"], by_default["httpx client"]
     print(
-        f"  ratio {ours['rps'] / theirs['rps']:.1f}x req/s, p99 {ours['p99'] / theirs['p99']:.2f}x"
+        f"/predict from {args.client_threads} threads of this Python process, default workers "
+        f"(the client's own cost shows: the route is the one wrk measures above): "
+        f"bentoml.SyncHTTPClient {bentoml_client:.0f} req/s, plain httpx {httpx_client:.0f} req/s"
     )
+    our_batch, their_batch = ours[str(cores)]["batch"], theirs["1"]["batch"]
     print(
         f"batches of {args.rows} different applicants from {data.name}, one connection, "
         f"{args.duration:g} s (reasons included: {with_reasons} of {args.rows} answers name at "
-        "least one; mlflow: bare probabilities):"
+        "least one; mlflow -w 1: bare probabilities):"
     )
     for name, result in (("bentoml", our_batch), ("mlflow models serve", their_batch)):
         print(
@@ -230,54 +321,62 @@ def main() -> None:
             f"per batch  errors {result['errors']}"
         )
     print(f"  ratio {our_batch['rps'] / their_batch['rps']:.2f}x rows/s")
+    print(f"resident memory, default workers: {memory_line(ours[str(cores)]['memory'])}")
 
 
-def measure_mlflow(env: dict, work: Path, args, duration: float, batch: list[dict] | None):
-    """``mlflow models serve`` on the Production model: one applicant per request for
-    ``duration`` s, then ``batch`` (if any) per request; the server is stopped after."""
+def measure_mlflow(env: dict, work: Path, args, workers: str, duration: float,
+                   batch: list[dict] | None = None) -> dict:  # fmt: skip
+    """``mlflow models serve -w workers`` on the Production model: one applicant per request
+    for ``duration`` s at each concurrency, then ``batch`` (if any) per request; the server is
+    stopped after."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     values = [[EXAMPLE_APPLICANT[name] for name in FEATURE_NAMES]]
     frame = {"dataframe_split": {"columns": list(FEATURE_NAMES), "data": values}}
     mlflow = start(
-        ["mlflow", "models", "serve", "-m", "models:/credit-risk-model@production"]
+        ["mlflow", "models", "serve", "-m", "models:/credit-risk-model@production", "-w", workers]
         + ["--env-manager", "local", "-p", str(port), "--host", "127.0.0.1"],
         env,
-        work / "mlflow.log",
+        work / f"mlflow-{workers}.log",
         f"{url}/ping",
     )
     try:
-        wrk(f"{url}/invocations", frame, args, 2, args.concurrency, work)  # warm-up
-        single = wrk(f"{url}/invocations", frame, args, duration, args.concurrency, work)
-        if batch is None:
-            return single, None
-        rows = [[applicant[name] for name in FEATURE_NAMES] for applicant in batch]
-        many = {"dataframe_split": {"columns": list(FEATURE_NAMES), "data": rows}}
-        return single, wrk(f"{url}/invocations", many, args, args.duration, 1, work)
+        wrk(f"{url}/invocations", frame, args, 5, 8, work)  # warm-up, every worker started
+        concurrency = args.concurrency[:1] if args.soak else args.concurrency
+        result = {
+            "single": [wrk(f"{url}/invocations", frame, args, duration, c, work)
+                       for c in concurrency]
+        }  # fmt: skip
+        if batch is not None:
+            rows = [[applicant[name] for name in FEATURE_NAMES] for applicant in batch]
+            many = {"dataframe_split": {"columns": list(FEATURE_NAMES), "data": rows}}
+            result["batch"] = wrk(f"{url}/invocations", many, args, args.duration, 1, work)
+        return result
     finally:
         stop(mlflow)
 
 
 def soak(bento: subprocess.Popen, url: str, theirs: dict, args, work: Path) -> dict:
     """``/predict`` for ``args.soak`` seconds, one report line per interval; the last one."""
+    concurrency = args.concurrency[0]
     print(
-        f"soak: /predict, concurrency {args.concurrency}, wrk -t{args.wrk_threads}, "
+        f"soak: /predict, default workers, concurrency {concurrency}, wrk -t{args.wrk_threads}, "
         f"{args.report_every:g} s intervals; shipping every {args.ship_interval:g} s"
     )
-    print(line("mlflow models serve", theirs) + "  (one interval, before the soak)")
+    peer = theirs["single"][0]
+    print(line("mlflow models serve", peer) + "  (one interval, before the soak)")
     first = result = None
     started = time.monotonic()
     for number in range(int(args.soak // args.report_every)):
         result = wrk(
-            f"{url}/predict", EXAMPLE_APPLICANT, args, args.report_every, args.concurrency, work
+            f"{url}/predict", EXAMPLE_APPLICANT, args, args.report_every, concurrency, work
         )
         first = first or result
         elapsed = time.monotonic() - started
-        worker, shipping = resident_mb(bento)
         print(
             f"{line(f'{number + 1:2d} at {elapsed:5.0f} s', result)}  "
-            f"{result['rps'] / first['rps']:4.0%} of first, {result['rps'] / theirs['rps']:.1f}x "
-            f"mlflow, RSS worker {worker:5.1f} MB, shipping {shipping:5.1f} MB",
+            f"{result['rps'] / first['rps']:4.0%} of first, {result['rps'] / peer['rps']:.1f}x "
+            f"mlflow; RSS {memory_line(resident_mb(bento))}",
             flush=True,
         )
     return result
