@@ -221,15 +221,16 @@ def test_the_trainer_registers_and_promotes_and_the_api_may_not_promote(auth_ser
 
 def test_the_api_reads_the_registry_and_ships_to_its_serving_run(auth_server, tmp_path,
                                                                  monkeypatch):  # fmt: skip
-    """`credit-risk import` as the api, and its shipper: the run serving-v1 with the records.
-    The api cannot delete a run nor move an alias."""
+    """`credit-risk import` as the api, and its shipper: the run serving-v1 with the records,
+    where `credit-risk drift` run as the trainer logs its report. The api cannot delete a run
+    nor move an alias."""
     imported = auth_server.command("api", "import")
     assert imported.stdout.startswith(f"imported {MODEL_NAME} version 1 (Production)")
     for name, value in auth_server.env("api").items():
         if name.startswith("MLFLOW_"):
             monkeypatch.setenv(name, value)
     directory = tmp_path / "log"
-    PredictionLog(directory).append(records(3))
+    PredictionLog(directory).append([r | {"score": 600, "reasons": []} for r in records(3)])
     shipper = Shipper(directory, auth_server.url)
     shipper.ship_once()
     status = shipper.status("1")
@@ -237,6 +238,11 @@ def test_the_api_reads_the_registry_and_ships_to_its_serving_run(auth_server, tm
     run = auth_server.client("trainer").get_run(status["run_id"])
     assert run.info.run_name == "serving-v1" and run.data.tags[TAG_SERVING_MODEL_VERSION] == "1"
     assert run.data.metrics["predictions_total"] == 3
+
+    drift = auth_server.command("trainer", "drift", str(directory), "--output", str(tmp_path / "r"),
+                                check=False)  # fmt: skip
+    assert drift.returncode == 3, drift  # three records of one applicant: drifted
+    assert f"logged to MLflow run serving-v1 ({status['run_id']})" in drift.stdout, drift.stdout
 
     api = auth_server.client("api")
     with pytest.raises(MlflowException, match="403"):

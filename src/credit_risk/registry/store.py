@@ -30,6 +30,8 @@ DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
 USERNAME_ENV = "MLFLOW_TRACKING_USERNAME"
 PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"
 PASSWORD_FILE_ENV = "MLFLOW_TRACKING_PASSWORD_FILE"
+REFUSALS = {"UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403}
+"""MLflow's error codes for a tracking server's HTTP 401 and 403."""
 
 
 class TrackingError(RuntimeError):
@@ -235,7 +237,3 @@ def tracking_errors(uri: str) -> Iterator[None]:
             raise
         path = urllib.parse.urlsplit(error.response.url).path
         raise TrackingError(access_refused(uri, status, path)) from None
-
-
-REFUSALS = {"UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403}
-"""MLflow's error codes for a tracking server's HTTP 401 and 403."""
