@@ -166,9 +166,11 @@ def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 60) -> N
 
 
 def start_mlflow_server(
-    backend_store_uri: str, artifacts: Path, log: Path, port: int | None = None
-) -> tuple:
-    """Start ``mlflow server`` on ``port`` (else a free loopback port); returns (process, url)."""
+    backend_store_uri: str, artifacts: Path, log: Path, port: int | None = None,
+    options: tuple[str, ...] = (), **environment: str,
+) -> tuple:  # fmt: skip
+    """Start ``mlflow server`` on ``port`` (else a free loopback port) with more ``options``
+    and ``environment``; returns (process, url)."""
     port = port or free_port()
     process = subprocess.Popen(
         [
@@ -184,10 +186,11 @@ def start_mlflow_server(
             str(port),
             "--workers",
             "1",
+            *options,
         ],  # fmt: skip
         stdout=log.open("a"),
         stderr=subprocess.STDOUT,
-        env=pipeline_env(),
+        env=pipeline_env(**environment),
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -9,6 +9,7 @@ where no container engine works.
 import hashlib
 import json
 import re
+import secrets
 import subprocess
 import sys
 import time
@@ -143,23 +144,70 @@ def network(engine: Engine) -> Iterator[str]:
     engine("network", "rm", "-f", name, check=False)
 
 
+PASSWORD_FILES = ("admin-password", "secret-key", "trainer-password", "api-password")
+
+
+def password_folder(folder: Path) -> Path:
+    """The tracking server's password files as docs/containers.md makes them: a folder only
+    its owner enters, files each container's user can read."""
+    folder.mkdir(mode=0o700)
+    for name in PASSWORD_FILES:
+        (folder / name).write_text(secrets.token_hex(24) + "\n")
+        (folder / name).chmod(0o644)
+    return folder
+
+
+def mounted_password(folder: Path, user: str) -> list[str]:
+    """Run options: ``user``'s password file mounted as compose mounts a secret, and the
+    variables that make the project's commands use it."""
+    target = f"/run/secrets/{user}-password"
+    return ["-v", f"{folder / f'{user}-password'}:{target}:ro",
+            "-e", f"MLFLOW_TRACKING_USERNAME={user}",
+            "-e", f"MLFLOW_TRACKING_PASSWORD_FILE={target}"]  # fmt: skip
+
+
+def with_user(url: str, folder: Path, user: str) -> str:
+    """``url`` with ``user`` and its password in it (MLflow's clients send them)."""
+    password = (folder / f"{user}-password").read_text().strip()
+    return url.replace("http://", f"http://{user}:{password}@", 1)
+
+
+def set_up_users(url: str, folder: Path) -> str:
+    """`credit-risk tracking-users` from the host, as the guide runs it; its output."""
+    command = [CREDIT_RISK, "tracking-users", str(folder)]
+    return run(command, PROJECT, pipeline_env(MLFLOW_TRACKING_URI=url)).stdout
+
+
 @pytest.fixture(scope="session")
-def tracking(engine: Engine, mlflow_image: str, network: str) -> Iterator[str]:
-    """The MLflow image serving on the session network as ``mlflow``; yields its host URL."""
+def passwords(tmp_path_factory) -> Path:
+    return password_folder(tmp_path_factory.mktemp("tracking") / "secrets")
+
+
+@pytest.fixture(scope="session")
+def tracking(engine: Engine, mlflow_image: str, network: str, passwords: Path) -> Iterator[str]:
+    """The MLflow image serving on the session network as ``mlflow``, its secrets mounted as
+    compose mounts them, the users set up; yields its host URL with the trainer's user."""
     port = free_port()
     name = f"credit-risk-test-mlflow-{SESSION}"
+    secrets_options = []
+    for secret, variable in (("admin-password", "MLFLOW_AUTH_ADMIN_PASSWORD_FILE"),
+                             ("secret-key", "MLFLOW_FLASK_SERVER_SECRET_KEY_FILE")):  # fmt: skip
+        target = f"/run/secrets/mlflow-{secret}"
+        secrets_options += ["-v", f"{passwords / secret}:{target}:ro", "-e", f"{variable}={target}"]
     engine("run", "-d", "--name", name, "--network", network, "--network-alias", "mlflow",
-           "-p", f"127.0.0.1:{port}:5000", mlflow_image)  # fmt: skip
+           "-p", f"127.0.0.1:{port}:5000", *secrets_options, mlflow_image)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: answers(f"{url}/health"), f"mlflow server {url}")
-    yield url
+    set_up_users(url, passwords)
+    yield with_user(url, passwords, "trainer")
     engine("rm", "-f", name, check=False)
 
 
 @pytest.fixture(scope="session")
-def trained(engine: Engine, train_image: str, tracking: str, network: str) -> str:
-    """The training image's default command (``dvc repro``) run against ``tracking``."""
-    result = engine("run", "--rm", "--network", network,
+def trained(engine: Engine, train_image: str, tracking: str, network: str, passwords: Path) -> str:
+    """The training image's default command (``dvc repro``) run against ``tracking`` as the
+    trainer."""
+    result = engine("run", "--rm", "--network", network, *mounted_password(passwords, "trainer"),
                     "-e", "MLFLOW_TRACKING_URI=http://mlflow:5000", train_image)  # fmt: skip
     assert "Production is version 1 [http://mlflow:5000]" in result.stdout, result.stdout
     return tracking
@@ -170,11 +218,12 @@ def bentoml_home(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("bentoml")
 
 
-def containerize(engine: Engine, tracking_url: str, home: Path, image: str = SERVICE_IMAGE) -> str:
+def containerize(engine: Engine, tracking_url: str, home: Path, image: str = SERVICE_IMAGE,
+                 **environment: str) -> str:  # fmt: skip
     """`credit-risk containerize` as the README runs it: the Production version -> ``image``
     (another name than the README's for a test whose registry is its own)."""
     env = pipeline_env(MLFLOW_TRACKING_URI=tracking_url, BENTOML_HOME=str(home),
-                       BENTOML_DO_NOT_TRACK="true")  # fmt: skip
+                       BENTOML_DO_NOT_TRACK="true", **environment)  # fmt: skip
     tag = [] if image == SERVICE_IMAGE else ["--tag", image]
     result = subprocess.run(
         [str(TOOLS / "credit-risk"), "containerize", "--engine", engine.name, *tag],
@@ -266,16 +315,24 @@ def test_images_run_as_a_non_root_user(engine, train_image, mlflow_image, servic
         assert uid.isdigit() and uid != "0", f"{image} runs as {uid}"
 
 
-def test_the_service_image_refuses_to_start_without_keys(engine, service_image):
-    """No keys file and no explicit anonymous access: one line, exit 1, nothing served."""
-    result = engine("run", "--rm", service_image, check=False, timeout=300)
+def refusal_to_start(engine: Engine, *run_arguments: str, marker: str = "refusing to start"):
+    """Run an image (``podman run --rm RUN_ARGUMENTS``) that must not start: it exits with
+    status 1 and no traceback; its one line containing ``marker``."""
+    result = engine("run", "--rm", *run_arguments, check=False, timeout=300)
     output = result.stdout + result.stderr
     assert result.returncode == 1 and "Traceback" not in output, output
-    assert [line for line in output.splitlines() if "refusing to start" in line] == [
+    lines = [line for line in output.splitlines() if marker in line]
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+def test_the_service_image_refuses_to_start_without_keys(engine, service_image):
+    """No keys file and no explicit anonymous access: one line, exit 1, nothing served."""
+    assert refusal_to_start(engine, service_image) == (
         "credit-risk service: refusing to start: no API keys: set CREDIT_RISK_API_KEYS_FILE to a "
         "keys file (`credit-risk keys add NAME`), or CREDIT_RISK_ALLOW_ANONYMOUS=1 to serve "
         "without keys"
-    ], output
+    )
 
 
 def test_the_service_image_refuses_a_keys_file_its_user_cannot_read(
@@ -286,16 +343,35 @@ def test_the_service_image_refuses_a_keys_file_its_user_cannot_read(
     folder = tmp_path / "keys"
     folder.mkdir()
     run([CREDIT_RISK, "keys", "add", "owner-only", "--file", str(folder / "api-keys")], tmp_path)
-    result = engine("run", "--rm", "-v", f"{folder}:/run/credit-risk/keys:ro",
-                    "-e", "CREDIT_RISK_API_KEYS_FILE=/run/credit-risk/keys/api-keys",
-                    service_image, check=False, timeout=300)  # fmt: skip
-    output = result.stdout + result.stderr
-    assert result.returncode == 1 and "Traceback" not in output, output
-    assert [line for line in output.splitlines() if "refusing to start" in line] == [
+    assert refusal_to_start(
+        engine, "-v", f"{folder}:/run/credit-risk/keys:ro",
+        "-e", "CREDIT_RISK_API_KEYS_FILE=/run/credit-risk/keys/api-keys", service_image,
+    ) == (
         "credit-risk service: refusing to start: cannot read the keys file "
         "/run/credit-risk/keys/api-keys: [Errno 13] Permission denied: "
         "'/run/credit-risk/keys/api-keys'"
-    ], output
+    )  # fmt: skip
+
+
+def test_the_mlflow_image_does_not_start_without_readable_secrets(engine, mlflow_image, tmp_path):
+    """No secret key, no admin password: MLflow refuses (it ships no default password); a
+    password file its user cannot read (owner-only, as `umask 077` makes it): one line
+    naming it."""
+    for settings, refusal in (([], "A static secret key needs to be set"),
+                              (["-e", "MLFLOW_FLASK_SERVER_SECRET_KEY=test"],
+                               "MLflow ships no default admin password")):  # fmt: skip
+        result = engine("run", "--rm", *settings, mlflow_image, check=False, timeout=300)
+        assert result.returncode == 1 and refusal in result.stderr, result.stderr
+    secret = tmp_path / "admin-password"
+    secret.write_text(secrets.token_hex(24))
+    secret.chmod(0o600)
+    target = "/run/secrets/mlflow-admin-password"
+    assert refusal_to_start(
+        engine, "-v", f"{secret}:{target}:ro", "-e", f"MLFLOW_AUTH_ADMIN_PASSWORD_FILE={target}",
+        mlflow_image, marker="credit-risk-mlflow:",
+    ) == (
+        f"credit-risk-mlflow: MLFLOW_AUTH_ADMIN_PASSWORD_FILE: {target} is not readable by uid 1000"
+    )  # fmt: skip
 
 
 def test_generated_service_dockerfile_passes_hadolint(service_image, bentoml_home):
@@ -308,11 +384,13 @@ def test_generated_service_dockerfile_passes_hadolint(service_image, bentoml_hom
 class Container:
     """The service image running on the session network, published on a loopback port."""
 
-    def __init__(self, engine: Engine, image: str, network: str, volume: str, **env: str):
+    def __init__(self, engine: Engine, image: str, network: str, volume: str, passwords: Path,
+                 **env: str):  # fmt: skip
         self.engine, self.port = engine, free_port()
         self.name = f"credit-risk-test-api-{uuid.uuid4().hex[:8]}"
         self.url = f"http://127.0.0.1:{self.port}"
         options = [f"--env={key}={value}" for key, value in env.items()]
+        options += mounted_password(passwords, "api")
         engine("run", "-d", "--name", self.name, "--network", network, *options,
                "-v", f"{volume}:{PREDICTION_LOG}", "-p", f"127.0.0.1:{self.port}:3000",
                image)  # fmt: skip
@@ -348,11 +426,11 @@ def verify(url: str, key: str | None = None) -> str:
 
 
 def test_service_image_killed_under_load_loses_no_acknowledged_prediction(
-    engine, service_image, trained, network, volume
+    engine, service_image, trained, network, volume, passwords
 ):
     """verify.sh passes; SIGKILL mid-burst (nothing shipped yet); a new container on the same
     volume ships every acknowledged prediction to MLflow."""
-    first = Container(engine, service_image, network, volume,
+    first = Container(engine, service_image, network, volume, passwords,
                       MLFLOW_TRACKING_URI="http://mlflow:5000", CREDIT_RISK_ALLOW_ANONYMOUS="1",
                       CREDIT_RISK_SHIP_INTERVAL="3600")  # fmt: skip
     try:
@@ -366,7 +444,7 @@ def test_service_image_killed_under_load_loses_no_acknowledged_prediction(
     finally:
         first.remove()
 
-    second = Container(engine, service_image, network, volume,
+    second = Container(engine, service_image, network, volume, passwords,
                        MLFLOW_TRACKING_URI="http://mlflow:5000", CREDIT_RISK_ALLOW_ANONYMOUS="1",
                        CREDIT_RISK_SHIP_INTERVAL="1")  # fmt: skip
     try:
@@ -381,13 +459,15 @@ def test_service_image_killed_under_load_loses_no_acknowledged_prediction(
 
 
 class Stack:
-    """One compose project of compose.yaml, on free loopback ports, the api's keys file in
-    ``keys_folder``."""
+    """One compose project of compose.yaml, on free loopback ports, the api's keys file and
+    the tracking server's password files in ``folder``."""
 
-    def __init__(self, engine: Engine, keys_folder: Path, **settings: str):
+    def __init__(self, engine: Engine, folder: Path, **settings: str):
         self.engine, self.project = engine, f"crtest{uuid.uuid4().hex[:8]}"
         self.api_port, self.mlflow_port = free_port(), free_port()
+        keys_folder = folder / "keys"
         self.keys_file = keys_folder / "api-keys"
+        self.secrets = password_folder(folder / "mlflow-secrets")
         # Its own api image: the model in credit-risk-service:latest comes from another registry
         # (the docs tests build that name too, maybe at the same time).
         self.service_image = f"credit-risk-service:{self.project}"
@@ -395,9 +475,25 @@ class Stack:
                                 CREDIT_RISK_MLFLOW_PORT=str(self.mlflow_port),
                                 CREDIT_RISK_API_KEYS_DIR=str(keys_folder),
                                 CREDIT_RISK_SERVICE_IMAGE=self.service_image,
+                                CREDIT_RISK_MLFLOW_SECRETS=str(self.secrets),
                                 CREDIT_RISK_SHIP_INTERVAL="1", **settings)  # fmt: skip
         self.api = f"http://127.0.0.1:{self.api_port}"
         self.mlflow = f"http://127.0.0.1:{self.mlflow_port}"
+
+    def set_up_users(self) -> str:
+        return set_up_users(self.mlflow, self.secrets)
+
+    def url(self, user: str) -> str:
+        """The tracking server's URL with ``user`` and its password in it."""
+        return with_user(self.mlflow, self.secrets, user)
+
+    def as_user(self, user: str) -> dict[str, str]:
+        """The host's settings for a command run as ``user``, as the guide gives them."""
+        password_file = str(self.secrets / f"{user}-password")
+        return {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD_FILE": password_file}
+
+    def secret_values(self) -> list[str]:
+        return [(self.secrets / name).read_text().strip() for name in PASSWORD_FILES]
 
     def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return self.engine.compose(self.project, *args, env=self.env, check=check)
@@ -434,7 +530,7 @@ class Stack:
 
 @pytest.fixture
 def stack(engine, train_image, mlflow_image, tmp_path) -> Iterator[Stack]:
-    stack = Stack(engine, tmp_path / "keys")
+    stack = Stack(engine, tmp_path)
     yield stack
     stack.remove()
 
@@ -455,8 +551,13 @@ def registry_snapshot(url: str) -> dict:
     }  # fmt: skip
 
 
+def shipping_state(stack: Stack) -> dict:
+    """The ``prediction_log.mlflow`` part of the api's ``/health``."""
+    return httpx.get(f"{stack.api}/health", timeout=10).json()["prediction_log"]["mlflow"]
+
+
 def shipped_everything(stack: Stack, total: int) -> bool:
-    shipping = httpx.get(f"{stack.api}/health", timeout=10).json()["prediction_log"]["mlflow"]
+    shipping = shipping_state(stack)
     return shipping["shipped_records"] == total and shipping["pending_bytes"] == 0
 
 
@@ -493,15 +594,35 @@ def process_lockdown(status: str) -> dict:
 LOCKED = {"CapBnd": "0000000000000000", "NoNewPrivs": "1"}
 
 
+def refuses_without_a_user(url: str) -> bool:
+    """Whether the tracking server at ``url`` answers 401 to reads and writes without a user,
+    with MLflow's old default admin password and with a wrong password."""
+    requests = [("GET", "/api/2.0/mlflow/experiments/search", {"max_results": 5}),
+                ("POST", "/api/2.0/mlflow/experiments/create", {"name": "anonymous"})]  # fmt: skip
+    statuses = set()
+    for auth in (None, ("admin", "password1234"), ("trainer", secrets.token_hex(24))):
+        for method, path, body in requests:
+            where = {"params": body} if method == "GET" else {"json": body}
+            statuses.add(httpx.request(method, url + path, auth=auth, **where).status_code)
+    return statuses == {401}
+
+
 def test_compose_stack_end_to_end_and_restarts_without_data_loss(engine, stack, tmp_path):
-    """The README's order: up mlflow, run trainer, containerize, a key, up api, verify; then
-    `restart api`, `down` (volumes kept) and `up`: runs, versions, shipped counts remain. The
-    api answers only with a key, logs its name, and follows the keys file; the containers are
-    locked down."""
+    """The README's order: up mlflow, its users, run trainer, containerize, a key, up api,
+    verify; then `restart api`, `down` (volumes kept) and `up`: runs, versions, shipped counts
+    and users remain. MLflow answers only its users; the trainer registers and promotes, the
+    api reads and ships but may not promote, and follows a new password file; no password in
+    any log or container setting. The api answers only with a key, logs its name, and follows
+    the keys file; the containers are locked down."""
     stack("up", "-d", "mlflow")
     stack.wait_for("mlflow", f"{stack.mlflow}/health")
+    assert refuses_without_a_user(stack.mlflow)
+    users = stack.set_up_users()
+    assert "tracking-users: user 'trainer': created" in users
+    assert "tracking-users: user 'api': created" in users
     assert "Production is version 1 [http://mlflow:5000]" in stack.train()
-    containerize(engine, stack.mlflow, tmp_path / "bentoml", stack.service_image)
+    containerize(engine, stack.mlflow, tmp_path / "bentoml", stack.service_image,
+                 **stack.as_user("trainer"))  # fmt: skip
     key = stack.add_key("compose-test")
     stack("up", "-d", "api")
     stack.wait_for("api", f"{stack.api}/readyz")
@@ -512,13 +633,18 @@ def test_compose_stack_end_to_end_and_restarts_without_data_loss(engine, stack, 
         assert client.post("/predict", json=SAMPLE).status_code == 401
         assert client.get("/model/info", headers=bearer(key[:-1] + "x")).status_code == 401
     wait_until_shipped(stack, 21)
-    before = registry_snapshot(stack.mlflow)
+    before = registry_snapshot(stack.url("trainer"))
     assert len(before["training_runs"]) == 1 and before["versions"] == ["1"]
     assert list(before["shipped"].values()) == [21]
     (serving_run,) = before["shipped"]
-    shipped = mlflow_records({"MLFLOW_TRACKING_URI": stack.mlflow}, serving_run)
+    shipped = mlflow_records({"MLFLOW_TRACKING_URI": stack.url("trainer")}, serving_run)
     assert {record["api_key"] for record in shipped.values()} == {"compose-test"}
     assert key not in json.dumps(shipped) and key not in stack("logs", "api").stdout
+    logs = stack("logs").stdout + stack("logs").stderr
+    settings = engine("inspect", *(engine.compose_container(stack.project, service)
+                                   for service in ("mlflow", "api"))).stdout  # fmt: skip
+    for secret in stack.secret_values():
+        assert secret not in logs and secret not in settings
 
     for service in ("mlflow", "api"):
         container = engine.compose_container(stack.project, service)
@@ -536,11 +662,11 @@ def test_compose_stack_end_to_end_and_restarts_without_data_loss(engine, stack, 
     stack("up", "-d", "mlflow", "api")
     stack.wait_for("mlflow", f"{stack.mlflow}/health")
     stack.wait_for("api", f"{stack.api}/readyz")
-    assert registry_snapshot(stack.mlflow) == before
+    assert registry_snapshot(stack.url("trainer")) == before
     assert shipped_everything(stack, 21)
     verify(stack.api, key)
     wait_until_shipped(stack, 22)
-    assert list(registry_snapshot(stack.mlflow)["shipped"].values()) == [22]
+    assert list(registry_snapshot(stack.url("trainer"))["shipped"].values()) == [22]
 
     # Rollout: the trainer registers an experiment, a reviewer promotes it from the host; the
     # running api serves it, with no restart and no failed request.
@@ -548,11 +674,19 @@ def test_compose_stack_end_to_end_and_restarts_without_data_loss(engine, stack, 
         experiment = ["dvc", "exp", "run", "-S", "train.model=logistic_regression"]
         stack("run", "--rm", "trainer", *experiment)
         promote = [CREDIT_RISK, "promote", "2", "--reason", "compose rollout", "--override-gate"]
-        run(promote, tmp_path, pipeline_env(MLFLOW_TRACKING_URI=stack.mlflow))
+        run(promote, tmp_path, pipeline_env(MLFLOW_TRACKING_URI=stack.mlflow,
+                                            **stack.as_user("trainer")))  # fmt: skip
         wait_until(lambda: answers and answers[-1][1].get("model_version") == "2", "version 2")
     assert {status for status, _ in answers} == {200}
     scored = sorted((body["timestamp"], body["model_version"]) for _, body in answers)
     assert scored[0][1] == "1" and scored[-1][1] == "2"  # in the order they were scored
+    back = [CREDIT_RISK, "promote", "1", "--reason", "the api's choice", "--override-gate"]
+    refused = run(back, tmp_path, pipeline_env(MLFLOW_TRACKING_URI=stack.mlflow,
+                                               **stack.as_user("api")), check=False)  # fmt: skip
+    assert refused.returncode == 1 and refused.stderr.startswith(
+        f"promote: error: MLflow at {stack.mlflow}: user 'api' may not call "
+    ), refused.stderr
+    assert registry_snapshot(stack.url("trainer"))["production"] == "2"
 
     # Rotation in the running container: a new key, the old one revoked.
     successor = stack.add_key("compose-test-2")
@@ -561,19 +695,29 @@ def test_compose_stack_end_to_end_and_restarts_without_data_loss(engine, stack, 
     wait_until(lambda: httpx.get(info, headers=bearer(key)).status_code == 401, "revoked", 30)
     assert httpx.get(info, headers=bearer(successor)).status_code == 200
 
+    # A new password for the api's MLflow user: its file rewritten in place (the container
+    # sees the change), then tracking-users. The running api ships with it, no restart.
+    wait_until(lambda: shipping_state(stack)["pending_bytes"] == 0, "all shipped")
+    total = shipping_state(stack)["shipped_records"]
+    (stack.secrets / "api-password").write_text(secrets.token_hex(24) + "\n")
+    assert "tracking-users: user 'api': password changed" in stack.set_up_users()
+    verify(stack.api, successor)
+    wait_until_shipped(stack, total + 1)
+
 
 @pytest.mark.skipif(not REAL_DATA.is_file(), reason=f"{REAL_DATA} is not on this machine")
 def test_trainer_reads_the_file_named_by_credit_risk_data(
     engine, train_image, mlflow_image, tmp_path
 ):
     """CREDIT_RISK_DATA mounts the real Kaggle file (read-only) where the trainer reads it."""
-    stack = Stack(engine, tmp_path / "keys", CREDIT_RISK_DATA=str(REAL_DATA))
+    stack = Stack(engine, tmp_path, CREDIT_RISK_DATA=str(REAL_DATA))
     try:
         stack("up", "-d", "mlflow")
         stack.wait_for("mlflow", f"{stack.mlflow}/health")
+        stack.set_up_users()
         output = stack.train()
         assert "Production is version 1 [http://mlflow:5000]" in output, output
-        version = mlflow.MlflowClient(stack.mlflow).get_model_version(MODEL_NAME, "1")
+        version = mlflow.MlflowClient(stack.url("trainer")).get_model_version(MODEL_NAME, "1")
     finally:
         stack.remove()
     assert version.tags[TAG_DATASET_HASH] == dataset_sha256(load_applicants(REAL_DATA))

@@ -138,6 +138,14 @@ def keys_command(args: argparse.Namespace) -> None:
             print(f"{key.name}  added {key.added}")
 
 
+def tracking_users_command(args: argparse.Namespace) -> None:
+    from credit_risk.registry.store import project_root
+    from credit_risk.registry.tracking_users import secrets_folder, set_up_users
+
+    for line in set_up_users(project_root(), secrets_folder(args.secrets)):
+        print(f"tracking-users: {line}")
+
+
 LOG_DIR_HELP = (
     "prediction log directory (default: $CREDIT_RISK_PREDICTION_LOG, else monitoring/predictions, "
     "as the service resolves it)"
@@ -175,7 +183,7 @@ def challenger_reference(text: str) -> str:
 
 def parser() -> argparse.ArgumentParser:
     """The command line: ``credit-risk {import,containerize,promote,history,status,drift,
-    compare,outcomes,performance,training-data,keys}``."""
+    compare,outcomes,performance,training-data,keys,tracking-users}``."""
     main_parser = argparse.ArgumentParser(
         prog="credit-risk", description="Credit-risk model registry and serving commands."
     )
@@ -296,6 +304,18 @@ def parser() -> argparse.ArgumentParser:
             help="the keys file (default: $CREDIT_RISK_API_KEYS_FILE)",
         )  # fmt: skip
     keys.set_defaults(handler=keys_command)
+    tracking_users = commands.add_parser(
+        "tracking-users",
+        help="as the MLflow tracking server's admin (basic-auth app): the users trainer and "
+        "api, their passwords and permissions; running it again changes nothing",
+    )
+    tracking_users.add_argument(
+        "secrets", nargs="?", type=Path, metavar="DIR",
+        help="the folder of the password files admin-password, trainer-password, api-password "
+        "(and admin-password.previous to change the admin's) (default: "
+        "$CREDIT_RISK_MLFLOW_SECRETS, else secrets/mlflow)",
+    )  # fmt: skip
+    tracking_users.set_defaults(handler=tracking_users_command)
     return main_parser
 
 

@@ -27,6 +27,13 @@ DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
 """Default ports of the database servers MLflow's SQLAlchemy store connects to."""
 
 
+USERNAME_ENV = "MLFLOW_TRACKING_USERNAME"
+PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"
+PASSWORD_FILE_ENV = "MLFLOW_TRACKING_PASSWORD_FILE"
+REFUSALS = {"UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403}
+"""MLflow's error codes for a tracking server's HTTP 401 and 403."""
+
+
 class TrackingError(RuntimeError):
     """MLflow cannot be used as configured; the message names the tracking URI."""
 
@@ -83,8 +90,25 @@ def connect(uri: str):
 
     for name, value in _HTTP_DEFAULTS.items():
         os.environ.setdefault(name, value)
+    load_tracking_password()
     check_server(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def load_tracking_password() -> None:
+    """Put the content of the file named by ``MLFLOW_TRACKING_PASSWORD_FILE`` (a mounted
+    secret; its final newline dropped), if set, in ``MLFLOW_TRACKING_PASSWORD``, where MLflow's
+    client reads it. Read anew at each call: a password changed in the file is used from the
+    next connection on. MLflow itself reads only the variable; ``_FILE`` is Docker's custom."""
+    path = os.environ.get(PASSWORD_FILE_ENV)
+    if not path:
+        return
+    try:
+        os.environ[PASSWORD_ENV] = Path(path).read_text(encoding="utf-8").rstrip("\n")
+    except OSError as error:
+        raise TrackingError(
+            f"{PASSWORD_FILE_ENV}: cannot read the tracking password from {path}: {error.strerror}"
+        ) from None
 
 
 def check_server(uri: str) -> None:
@@ -168,13 +192,48 @@ def redact_text(text: str, uri: str) -> str:
     return text
 
 
+def tracking_user(uri: str) -> str | None:
+    """The user MLflow sends to the server at ``uri``: the URI's own (``user:password@``), else
+    ``MLFLOW_TRACKING_USERNAME`` (or ``~/.mlflow/credentials``), as MLflow's client reads it."""
+    from mlflow.utils.credentials import read_mlflow_creds
+
+    return urllib.parse.urlsplit(uri).username or read_mlflow_creds().username
+
+
+def access_refused(uri: str, status: int, request: str, user: str | None = None) -> str:
+    """One line for a tracking server's 401 or 403 to ``user`` (default: the one MLflow
+    sends): who was refused, and what to do."""
+    user = user or tracking_user(uri)
+    where = f"MLflow at {redact(uri)}"
+    if status == 401 and user is None:
+        return f"{where} needs a user (HTTP 401): set {USERNAME_ENV} and {PASSWORD_ENV}"
+    if status == 401:
+        return (f"{where} refused user {user!r}: wrong username or password (HTTP 401; "
+                f"{USERNAME_ENV}, {PASSWORD_ENV} or {PASSWORD_FILE_ENV})")  # fmt: skip
+    return (f"{where}: user {user!r} may not call {request} (HTTP 403 Permission denied): "
+            "the MLflow admin grants permissions (docs/security.md)")  # fmt: skip
+
+
 @contextmanager
 def tracking_errors(uri: str) -> Iterator[None]:
-    """Turn an ``MlflowException`` into a :class:`TrackingError` naming the store (redacted)."""
+    """Turn an ``MlflowException`` (or a refused artifact transfer) into a
+    :class:`TrackingError` naming the store (redacted); a 401 or 403 names the user."""
+    import requests
     from mlflow.exceptions import MlflowException
 
     try:
         yield
     except MlflowException as error:
+        status = REFUSALS.get(error.error_code)
+        if status:
+            endpoint = re.search(r"endpoint (\S+) failed", error.message)
+            request = endpoint[1] if endpoint else "this request"
+            raise TrackingError(access_refused(uri, status, request)) from None
         message = redact_text(error.message.strip().splitlines()[0], uri)
         raise TrackingError(f"MLflow at {redact(uri)}: {message}") from error
+    except requests.HTTPError as error:
+        status = error.response.status_code if error.response is not None else None
+        if status not in (401, 403):
+            raise
+        path = urllib.parse.urlsplit(error.response.url).path
+        raise TrackingError(access_refused(uri, status, path)) from None

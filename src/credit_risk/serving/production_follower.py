@@ -28,7 +28,14 @@ from mlflow.entities.model_registry import ModelVersion
 from credit_risk.registry.lookups import production_version
 from credit_risk.registry.model_artifact import ModelRefused
 from credit_risk.registry.names import MODEL_NAME, PRODUCTION_ALIAS
-from credit_risk.registry.store import TrackingError, connect, project_root, redact, tracking_errors
+from credit_risk.registry.store import (
+    TrackingError,
+    connect,
+    load_tracking_password,
+    project_root,
+    redact,
+    tracking_errors,
+)
 from credit_risk.serving.live_model import LiveModel, registry_model
 from credit_risk.serving.release import version_key
 
@@ -135,6 +142,7 @@ class ProductionFollower(threading.Thread):
         """One look at the registry: follow Production, or report why not."""
         now = datetime.now(UTC).isoformat()
         try:
+            load_tracking_password()  # a password file changed since is used now
             self.client = self.client or connect(self.uri)
             self._follow(current_production(self.client, self.uri), now)
         except StartRefused as refusal:

@@ -36,7 +36,13 @@ from credit_risk.registry.names import (
     TAG_SERVING_MODEL_NAME,
     TAG_SERVING_MODEL_VERSION,
 )
-from credit_risk.registry.store import connect, project_root, redact, redact_text
+from credit_risk.registry.store import (
+    connect,
+    project_root,
+    redact,
+    redact_text,
+    tracking_errors,
+)
 from credit_risk.serving.prediction_log import LOG_FILE_PATTERN, is_finished
 from credit_risk.serving.shipping_state import (
     StateError,
@@ -104,7 +110,8 @@ class Shipper:
             try:
                 if self.shipping or self._take_lock():
                     self.last_attempt = _now()
-                    self.ship_once()
+                    with tracking_errors(self.uri):  # a refused user as one line
+                        self.ship_once()
                     self.error, self.last_success = None, _now()
             except Exception as error:  # noqa: BLE001 - whatever failed, report it and go on
                 detail = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
