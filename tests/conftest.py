@@ -152,6 +152,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_for(condition, timeout: float = 60, every: float = 0.2):
+    """Call ``condition`` every ``every`` s until it returns something true (returned), or
+    fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(every)
+    return result
+
+
 def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -14,12 +14,11 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import start_mlflow_server, stop
+from conftest import start_mlflow_server, stop, wait_for
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
@@ -441,13 +440,6 @@ def small_tmpfs(tmp_path):
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     yield mount_point
     subprocess.run(["umount", "-l", str(mount_point)], check=True)
-
-
-def wait_for(condition, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 @pytest.mark.slow

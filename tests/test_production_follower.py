@@ -1,8 +1,6 @@
 """Serving through registry outages and a registry without Production, with a real
 ``mlflow server`` that is stopped and started again, and a real ``bentoml serve``."""
 
-import time
-
 import httpx
 import pytest
 from conftest import (
@@ -12,6 +10,7 @@ from conftest import (
     run,
     start_mlflow_server,
     stop,
+    wait_for,
 )
 from mlflow import MlflowClient
 
@@ -19,14 +18,6 @@ from credit_risk.ml.contract import EXAMPLE_APPLICANT
 
 pytestmark = pytest.mark.slow
 MODEL = "credit-risk-model"
-
-
-def wait_for(condition, timeout: float = 60, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(every)
-    return result
 
 
 def test_a_registry_outage_degrades_a_restart_instead_of_stopping_it(tmp_path):

@@ -9,7 +9,6 @@ import pickle
 import shutil
 import signal
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from conftest import (
     run,
     start_mlflow_server,
     stop,
+    wait_for,
 )
 from mlflow import MlflowClient
 from sklearn.preprocessing import FunctionTransformer
@@ -63,14 +63,6 @@ def registry(tmp_path_factory) -> Iterator[tuple[Path, dict, str]]:
 def promote(version: str, folder: Path, env: dict) -> None:
     reason = f"rollout test: version {version}"
     run([CREDIT_RISK, "promote", version, "--reason", reason, "--override-gate"], folder, env)
-
-
-def wait_for(condition, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
-    return result
 
 
 def answering(answers: list, version: str) -> bool:

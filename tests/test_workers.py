@@ -8,7 +8,6 @@ log directory, one log file per worker, one answer whichever worker is asked.
 import asyncio
 import contextlib
 import signal
-import time
 from collections import Counter
 
 import bentoml
@@ -16,7 +15,7 @@ import httpx
 import psutil
 import pytest
 from bentoml.exceptions import BentoMLException
-from conftest import Server, answers_under_load, hammering
+from conftest import Server, answers_under_load, hammering, wait_for
 from test_api_keys import added_key
 from test_service import serve_refused
 
@@ -55,14 +54,6 @@ def service_processes(server: Server) -> tuple[list[psutil.Process], list[psutil
     shipping = [p for p, command in commands.items() if SHIPPING_PROCESS in command]
     workers = [p for p, command in commands.items() if "_bentoml_impl.worker.service" in command]
     return workers, shipping
-
-
-def wait_for(condition, timeout: float = 60, interval: float = 0.3):
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(interval)
-    return result
 
 
 def health(server: Server) -> dict:
