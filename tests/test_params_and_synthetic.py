@@ -1,10 +1,13 @@
-"""params.yaml reading, and the embedded synthetic dataset."""
+"""params.yaml reading, the embedded synthetic dataset and the drifted synthetic world."""
 
 import subprocess
 import sys
 
 from conftest import PROJECT
+from sklearn.metrics import roc_auc_score
 
+from credit_risk.ml.contract import TARGET
+from credit_risk.ml.data import load_applicants
 from credit_risk.ml.synthetic import generate_csv
 from credit_risk.params import load_params
 
@@ -50,3 +53,28 @@ def test_synthetic_file_has_the_kaggle_format_and_quirks():
 def test_generator_is_seeded():
     assert generate_csv(200, seed=1) == generate_csv(200, seed=1)
     assert generate_csv(200, seed=1) != generate_csv(200, seed=2)
+
+
+def test_the_drifted_world_is_seeded_and_changed_as_documented(tmp_path):
+    """Younger applicants using more of their revolving credit, who default about twice as
+    often, utilisation a risk of its own (``credit_risk.ml.synthetic.WORLDS``); the original
+    world's bytes are those of the default."""
+    assert generate_csv(200, seed=1, world="drifted") == generate_csv(200, seed=1, world="drifted")
+    assert generate_csv(200, seed=1, world="drifted") != generate_csv(200, seed=1)
+    assert generate_csv(200, seed=1, world="original") == generate_csv(200, seed=1)
+    worlds = {}
+    for world in ("original", "drifted"):
+        path = tmp_path / f"{world}.csv"
+        path.write_bytes(generate_csv(20_000, seed=5, world=world))
+        worlds[world] = load_applicants(path)
+    original, drifted = worlds["original"], worlds["drifted"]
+    assert 0.06 < original[TARGET].mean() < 0.075 and 0.13 < drifted[TARGET].mean() < 0.16
+    utilization = "RevolvingUtilizationOfUnsecuredLines"
+    assert drifted[utilization].median() > 1.5 * original[utilization].median()
+    assert drifted["age"].median() < original["age"].median()
+    # Utilisation alone ranks the defaults better than before; late payments worse.
+    late = "NumberOfTime30_59DaysPastDueNotWorse"
+    auc = {(name, column): roc_auc_score(frame[TARGET], frame[column])
+           for name, frame in worlds.items() for column in (utilization, late)}  # fmt: skip
+    assert auc["drifted", utilization] > auc["original", utilization] + 0.02
+    assert auc["drifted", late] < auc["original", late] - 0.02
