@@ -27,6 +27,7 @@ from credit_risk.ml.profile import (
 from credit_risk.ml.scorecard import ScoreScale
 from credit_risk.monitoring.drift import DriftError, measure_drift, psi, status, summary
 from credit_risk.monitoring.report_html import render
+from credit_risk.monitoring.window import day_or_moment, is_reversed
 from credit_risk.params import load_params
 from credit_risk.serving.prediction_log import PredictionLog
 
@@ -175,6 +176,20 @@ def test_window_keeps_only_its_days(tmp_path, applicants, profile):
     assert measure_drift(tmp_path, profile, "1", None, date(2026, 11, 2)).records == 100
     with pytest.raises(DriftError, match="no predictions of model version 1 between 2026-12-01"):
         measure_drift(tmp_path, profile, "1", date(2026, 12, 1), None)
+
+
+def test_window_bounds_may_be_moments(tmp_path, applicants, profile):
+    log_rows(tmp_path, applicants.iloc[:100])  # one a second from 12:00:00 UTC
+    since, until = day_or_moment("2026-11-02T13:00:30+01:00"), day_or_moment("2026-11-02T12:01:09")
+    assert (since.isoformat(), until.isoformat()) == ("2026-11-02T12:00:30+00:00",
+                                                      "2026-11-02T12:01:09+00:00")  # fmt: skip
+    assert measure_drift(tmp_path, profile, "1", since, until).records == 40
+    assert measure_drift(tmp_path, profile, "1", date(2026, 11, 2), until).records == 70
+    assert measure_drift(tmp_path, profile, "1", since, date(2026, 11, 2)).records == 70
+    assert is_reversed(day_or_moment("2026-11-03"), until)
+    assert not is_reversed(until, date(2026, 11, 2)) and not is_reversed(since, None)
+    with pytest.raises(ValueError):
+        day_or_moment("yesterday")
 
 
 def test_torn_and_corrupt_lines_are_skipped_and_counted(tmp_path, applicants, profile):

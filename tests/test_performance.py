@@ -114,6 +114,33 @@ def test_a_miscalibrated_version_is_degraded_and_exits_3(project_folder, tmp_pat
     assert "version 2" not in capsys.readouterr().out
 
 
+def test_a_window_may_start_and_end_at_moments(project_folder, tmp_path, capsys):
+    """``--since``/``--until`` take a day or a moment (UTC unless it has a zone): the cohort
+    since a promotion, to the second."""
+    log = tmp_path / "predictions"
+    for n, (version, month) in enumerate((("1", "2026-10"), ("2", "2026-11"))):
+        ids, _, defaulted = log_world(log, 2800, version=version, month=month, seed=n)
+        take_in(log, ids, defaulted, tmp_path / f"{n}.csv")  # 100 a day, each at 10:00 UTC
+
+    def decisions(*window: str) -> dict:
+        main(["performance", str(log), *window, "--output", str(tmp_path / "report")])
+        report = json.loads((tmp_path / "report" / "performance.json").read_text())
+        return {entry["model_version"]: entry["decisions"] for entry in report["versions"]}
+
+    assert decisions("--since", "2026-11-01T10:00:00Z") == {"2": 2800}
+    assert decisions("--since", "2026-11-01T11:00:00+01:00") == {"2": 2800}
+    assert decisions("--since", "2026-11-01T10:00:01") == {"2": 2700}
+    assert decisions("--since", "2026-10-28T10:00", "--until", "2026-11-01") == {"1": 100, "2": 100}
+    assert decisions("--since", "2026-11-01T09:00Z", "--until", "2026-11-01") == {"2": 100}
+    assert decisions("--until", "2026-10-02T10:00:00.000001+00:00") == {"1": 200}
+    with pytest.raises(SystemExit) as exit_status:
+        decisions("--since", "2026-11-02", "--until", "2026-11-01T23:59:59Z")
+    assert exit_status.value.code == 2
+    assert (
+        "--until 2026-11-01T23:59:59+00:00 is before --since 2026-11-02" in capsys.readouterr().err
+    )
+
+
 def test_too_few_outcomes_is_said_not_judged(project_folder, tmp_path):
     log = tmp_path / "predictions"
     ids, _, defaulted = log_world(log, 1000, miscalibrated=3.0)

@@ -9,10 +9,10 @@ Subcommands import what they need when they run, so ``credit-risk --help`` is qu
 import argparse
 import json
 import sys
-from datetime import date
 from pathlib import Path
 
 from credit_risk.errors import errors_as_one_line, quiet_mlflow
+from credit_risk.monitoring.window import day_or_moment, is_reversed
 from credit_risk.registry.names import CHALLENGER_ALIAS
 from credit_risk.serving.image import SERVICE_IMAGE
 
@@ -169,8 +169,9 @@ def add_window(command: argparse.ArgumentParser) -> None:
     add_log_dir(command)
     for option, which in (("--since", "first"), ("--until", "last")):
         command.add_argument(
-            option, type=date.fromisoformat, metavar="DATE",
-            help=f"{which} day (UTC, YYYY-MM-DD) of predictions to include (default: all)",
+            option, type=day_or_moment, metavar="DATE",
+            help=f"{which} day (UTC, YYYY-MM-DD) or moment (YYYY-MM-DDTHH:MM:SS, UTC unless it "
+            "has a zone) of predictions to include (default: all)",
         )  # fmt: skip
 
 
@@ -324,8 +325,10 @@ def main(argv: list[str] | None = None) -> None:
     command_line = parser()
     args = command_line.parse_args(argv)
     windowed = args.command in ("compare", "performance")
-    if windowed and args.since and args.until and args.until < args.since:
-        command_line.error(f"--until {args.until} is before --since {args.since}")
+    if windowed and is_reversed(args.since, args.until):
+        command_line.error(
+            f"--until {args.until.isoformat()} is before --since {args.since.isoformat()}"
+        )
     quiet_mlflow()
     with errors_as_one_line(args.command):
         exit_status = args.handler(args)

@@ -25,6 +25,7 @@ import orjson
 
 from credit_risk.ml.contract import FEATURE_NAMES, FEATURES
 from credit_risk.ml.profile import bin_count, bin_indices
+from credit_risk.monitoring.window import bound_texts, within
 
 BLOCK_BYTES = 4 * 1024 * 1024
 FEATURE_VALUES = itemgetter(*FEATURE_NAMES)
@@ -68,9 +69,10 @@ class LogStream:
 
     def __init__(self, version: str, since: date | None, until: date | None):
         self.version = version
-        self.since = since.isoformat() if since else ""
-        self.until = until.isoformat() if until else "9999-12-31"
-        self.window = f"between {self.since or 'the start'} and {until or 'now'}"
+        self.since, self.until = bound_texts(since, until)
+        self.window = (
+            f"between {self.since or 'the start'} and {until.isoformat() if until else 'now'}"
+        )
         self.versions: Counter = Counter()
         self.records = self.corrupt = self.outside = 0
 
@@ -118,7 +120,7 @@ class LogStream:
         if set(versions) != {self.version}:
             mine = [record for record in records if record["model_version"] == self.version]
         since, until = self.since, self.until
-        return [r for r in mine if since <= r["timestamp"][:10] <= until]
+        return [r for r in mine if within(r["timestamp"], since, until)]
 
     def _columns(self, records: list[dict], block: bytes | None = None) -> dict:
         """The values of ``records`` (parsed from ``block`` if given) as arrays; raises if a

@@ -18,7 +18,6 @@ repeat is "already known". The command then ships them to MLflow
 import csv
 import fcntl
 import os
-from datetime import UTC, date, datetime
 from pathlib import Path
 
 import orjson
@@ -27,6 +26,7 @@ from credit_risk.ml.contract import TARGET
 from credit_risk.ml.data import DataError
 from credit_risk.monitoring.log_source import LogDirectory, LogSource
 from credit_risk.monitoring.outcome_records import Outcome, stored_outcomes
+from credit_risk.monitoring.window import day_or_moment
 from credit_risk.serving.outcome_shipping import OUTCOMES_FILE
 from credit_risk.serving.prediction_log import FILE_MODE
 
@@ -36,11 +36,7 @@ COLUMNS = ("prediction_id", TARGET, "observed_at")
 def parse_observed_at(text: str) -> str:
     """An ISO date or date-time as an ISO text in UTC (a date stays a date); ``ValueError``
     otherwise. A time without a zone is taken as UTC, like the prediction log's times."""
-    if len(text) == 10:
-        return date.fromisoformat(text).isoformat()
-    moment = datetime.fromisoformat(text)
-    zoned = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    return zoned.isoformat()
+    return day_or_moment(text).isoformat()
 
 
 def read_outcomes_csv(path: Path) -> list[tuple[int, Outcome]]:

@@ -23,6 +23,7 @@ from credit_risk.ml.auc_comparison import auc_interval
 from credit_risk.ml.evaluation import expected_calibration_error
 from credit_risk.monitoring.log_source import LogSource
 from credit_risk.monitoring.outcome_records import Outcome
+from credit_risk.monitoring.window import bound_texts, within
 
 
 class PerformanceError(ValueError):
@@ -54,17 +55,17 @@ def read_cohorts(
     log: LogSource, outcomes: dict[str, Outcome], since: date | None, until: date | None
 ) -> LogCohorts:
     """Each version's decisions of ``log`` within the window."""
-    first, last = (since.isoformat() if since else ""), (until.isoformat() if until else "~")
+    first, last = bound_texts(since, until)
     cohorts, seen = LogCohorts(), set()
     for line in log.lines():
         try:
             record = orjson.loads(line)
-            day, identifier = record["timestamp"][:10], record["prediction_id"]
+            timestamp, identifier = record["timestamp"], record["prediction_id"]
             version = str(record["model_version"])
         except (ValueError, KeyError, TypeError):
             cohorts.corrupt_lines += 1
             continue
-        if not first <= day <= last:
+        if not within(timestamp, first, last):
             cohorts.outside_window += 1
             continue
         cohort = cohorts.versions.setdefault(version, Cohort())
@@ -79,7 +80,7 @@ def read_cohorts(
         cohort.probabilities.append(record["probability"])
         cohort.scores.append(record["score"])
         cohort.defaulted.append(outcome.defaulted)
-        cohort.months.append(day[:7])
+        cohort.months.append(timestamp[:7])
     return cohorts
 
 

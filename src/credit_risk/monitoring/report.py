@@ -19,6 +19,7 @@ from credit_risk.ml.profile import read_profile
 from credit_risk.monitoring.drift import DriftError, measure_drift, summary
 from credit_risk.monitoring.log_source import LogSource, as_log_source
 from credit_risk.monitoring.report_html import render
+from credit_risk.monitoring.window import is_reversed
 from credit_risk.params import load_params
 from credit_risk.registry.lookups import production_version
 from credit_risk.registry.names import MODEL_NAME, PRODUCTION_ALIAS, PRODUCTION_STAGE
@@ -62,8 +63,8 @@ def drift_report(
 ) -> tuple[str, int]:
     """Measure the log at ``location`` (a directory or the shipped log), write
     ``output/drift.{json,html}``, log to MLflow; a summary and exit status."""
-    if since and until and until < since:
-        raise DriftError(f"--until {until} is before --since {since}")
+    if is_reversed(since, until):
+        raise DriftError(f"--until {until.isoformat()} is before --since {since.isoformat()}")
     thresholds = drift_thresholds(load_params(project_root() / "params.yaml"))
     served, profile, source = measured_model()
     log = as_log_source(location)
