@@ -18,12 +18,14 @@ from credit_risk.monitoring.outcomes import (
     take_in_outcomes,
 )
 from credit_risk.monitoring.training_data import write_training_data
+from credit_risk.monitoring.window import day_or_moment
 from credit_risk.serving.prediction_log import PredictionLog
 
 APPLICANTS = load_applicants(PROJECT / "data" / "gmsc-synthetic.csv").head(300)
 
 
-def logged(directory: Path, applicants: pd.DataFrame = APPLICANTS) -> list[str]:
+def logged(directory: Path, applicants: pd.DataFrame = APPLICANTS,
+           timestamp: str = "2026-11-02T10:00:00Z") -> list[str]:  # fmt: skip
     """Log one prediction per applicant as the service does; their ids."""
     log = PredictionLog(directory)
     ids = [os.urandom(16).hex() for _ in range(len(applicants))]
@@ -31,7 +33,7 @@ def logged(directory: Path, applicants: pd.DataFrame = APPLICANTS) -> list[str]:
     for prediction_id, (_, row) in zip(ids, applicants.iterrows(), strict=True):
         inputs = {name: None if np.isnan(row[name]) else float(row[name]) for name in FEATURE_NAMES}
         record = {"prediction": 0, "probability": 0.05, "model_version": "1", "score": 640}
-        record |= {"prediction_id": prediction_id, "timestamp": "2026-11-02T10:00:00Z"}
+        record |= {"prediction_id": prediction_id, "timestamp": timestamp}
         records.append(record | {"reasons": [], "inputs": inputs, "api_key": None})
     log.append(records)
     return ids
@@ -144,6 +146,27 @@ def test_training_data_round_trips_through_prepare(log_dir, tmp_path):
     )
     pd.testing.assert_frame_equal(load_applicants(output), with_outcomes)
     assert output.read_text(encoding="utf-8").startswith(",SeriousDlqin2yrs,RevolvingUtilization")
+
+
+def test_training_data_of_a_window(log_dir, tmp_path):
+    """The applicants decided in a window (since the world changed), not all of the log."""
+    before = logged(log_dir, APPLICANTS[:100], "2026-11-02T10:00:00+00:00")
+    since = logged(log_dir, APPLICANTS[100:], "2026-11-03T10:00:00.250000+00:00")
+    labels = APPLICANTS[TARGET].to_numpy()
+    rows = [(i, labels[n], "2027-05-01") for n, i in enumerate(before + since)]
+    take_in_outcomes(outcomes_csv(tmp_path / "outcomes.csv", rows), log_dir)
+    output = tmp_path / "recent.csv"
+    summary = write_training_data(log_dir, output, day_or_moment("2026-11-03T10:00:00.25Z"))
+    recent = APPLICANTS[100:].reset_index(drop=True)
+    assert summary == (
+        f"training-data: 200 applicants with outcomes ({recent[TARGET].sum()} defaulted) from "
+        f"{log_dir} decided between 2026-11-03T10:00:00.250000+00:00 and now written to {output}"
+    )
+    pd.testing.assert_frame_equal(load_applicants(output), recent)
+    summary = write_training_data(log_dir, output, None, day_or_moment("2026-11-02"))
+    assert summary.startswith("training-data: 100 applicants with outcomes")
+    assert summary.endswith(f"decided between the start and 2026-11-02 written to {output}")
+    pd.testing.assert_frame_equal(load_applicants(output), APPLICANTS[:100])
 
 
 def test_training_data_without_outcomes_says_what_to_run(log_dir, tmp_path):

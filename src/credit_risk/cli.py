@@ -119,7 +119,7 @@ def performance_command(args: argparse.Namespace) -> int:
 def training_data_command(args: argparse.Namespace) -> None:
     from credit_risk.monitoring.training_data import write_training_data
 
-    print(write_training_data(log_location(args), args.output))
+    print(write_training_data(log_location(args), args.output, args.since, args.until))
 
 
 def keys_command(args: argparse.Namespace) -> None:
@@ -284,7 +284,7 @@ def parser() -> argparse.ArgumentParser:
         "training-data",
         help="write the logged applicants that have outcomes as a Kaggle-format training CSV",
     )
-    add_log_dir(training_data)
+    add_window(training_data)
     training_data.add_argument("--output", type=Path, required=True, metavar="FILE.csv")
     training_data.set_defaults(handler=training_data_command)
     keys = commands.add_parser(
@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``credit-risk`` console script."""
     command_line = parser()
     args = command_line.parse_args(argv)
-    windowed = args.command in ("compare", "performance")
+    windowed = args.command in ("compare", "performance", "training-data")
     if windowed and is_reversed(args.since, args.until):
         command_line.error(
             f"--until {args.until.isoformat()} is before --since {args.since.isoformat()}"
