@@ -20,7 +20,6 @@ one run of a hundred). On the next cohort's 30,000 outcomes (``performance.min_o
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -35,6 +34,7 @@ from conftest import (
     run,
     start_mlflow_server,
     stop,
+    wait_for,
 )
 from mlflow import MlflowClient
 from test_pipeline_dvc import set_param
@@ -140,10 +140,7 @@ def loop(repo: Path, env: dict, url: str, server: Server, world: Path, tmp_path:
     history = json.loads(credit_risk(repo, env, "history", "--json"))
     promoted_at = history["changes"][0]["at"]
     assert history["production"] == "2" and history["changes"][0]["to"] == "2"
-    deadline = time.monotonic() + 30
-    while served_version(server) != "2":
-        assert time.monotonic() < deadline, "the service did not switch to version 2 in 30 s"
-        time.sleep(0.5)
+    wait_for(lambda: served_version(server) == "2", timeout=30, every=0.5)
     assert server.process.poll() is None and workers(server) == started
     assert "now serving credit-risk-model version 2 (Production), replacing version 1" in (
         server.output.read_text()
