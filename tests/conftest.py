@@ -96,6 +96,19 @@ def make_project_repo(path: Path) -> Path:
     return path
 
 
+SPREAD = {"test_document_commands_work_as_written"}
+"""Tests that may run on any xdist worker, each on its own: every document starts from a copy
+of the project of its own and runs for minutes."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """With ``--dist loadgroup``, the tests of one file run on one worker (they share its
+    module fixtures: servers, trained projects), except the :data:`SPREAD` ones."""
+    for item in items:
+        if item.originalname not in SPREAD:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def one_openmp_thread() -> Iterator[None]:
     """Models fitted in the test process use one OpenMP thread: on a busy 2-core machine a fit
@@ -233,7 +246,8 @@ def mlflow_server(tmp_path: Path):
 
 
 class Server:
-    """`bentoml serve` of the service (or of a bento) in its own process group."""
+    """`bentoml serve` of the service (or of a bento) in its own process group; one worker
+    unless ``env`` sets ``CREDIT_RISK_WORKERS`` (the tests of several workers do)."""
 
     def __init__(
         self,
@@ -248,7 +262,7 @@ class Server:
         with self.output.open("w") as output:
             self.process = subprocess.Popen(
                 [bentoml, "serve", target, "--host", "127.0.0.1", "--port", str(self.port)],
-                env=env,
+                env={"CREDIT_RISK_WORKERS": "1"} | env,
                 cwd=cwd,
                 stdout=output,
                 stderr=subprocess.STDOUT,

@@ -40,6 +40,7 @@ from credit_risk.serving.prediction_log import log_files, read_records
 pytestmark = pytest.mark.slow
 MODEL = "credit-risk-model"
 RELEASE_TAGS = ("serve_threshold", "score_scale", "model_sha256")
+TWO_WORKERS = {"CREDIT_RISK_WORKERS": "2"}  # each follows the registry on its own
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +76,7 @@ def test_promotion_and_rollback_under_load_fail_no_request(registry, tmp_path):
     ship to ``serving-v2``; a restart after a promotion serves it without `credit-risk import`."""
     folder, env, url = registry
     env = env | {"CREDIT_RISK_PREDICTION_LOG": str(tmp_path / "predictions")}
-    server = Server(env, folder)
+    server = Server(env | TWO_WORKERS, folder)
     try:
         with answers_under_load(server.url, EXAMPLE_APPLICANT) as answers:
             wait_for(lambda: len(answers) > 50)
@@ -182,7 +183,7 @@ def test_tampered_production_versions_are_refused_while_the_last_verified_one_se
     folder, env, url = registry
     env = env | {"CREDIT_RISK_PREDICTION_LOG": str(tmp_path / "predictions")}
     bad = {kind: registered_copy(url, tmp_path, kind) for kind in TAMPERED}
-    server = Server(env, folder)
+    server = Server(env | TWO_WORKERS, folder)
     try:
         with answers_under_load(server.url, EXAMPLE_APPLICANT, clients=2) as answers:
             for kind, named in TAMPERED.items():
@@ -216,7 +217,7 @@ def test_strict_mode_stops_answering_on_a_refused_version_and_refuses_to_start(r
     env = env | {"CREDIT_RISK_PREDICTION_LOG": str(tmp_path / "predictions"),
                  "CREDIT_RISK_REQUIRE_REGISTRY": "1"}  # fmt: skip
     bad = registered_copy(url, tmp_path, "sha256")
-    server = Server(env, folder)
+    server = Server(env | TWO_WORKERS, folder)
     try:
         promote(bad, folder, env)
         wait_for(lambda: httpx.get(f"{server.url}/health").status_code == 503)
@@ -273,7 +274,7 @@ def test_stopping_bentoml_serve_leaves_no_process_behind(offline_project, sig):
     workers run in sessions of their own) leaves no worker or shipping process; the port is
     free again."""
     folder, env = offline_project
-    server = Server(env | {"CREDIT_RISK_WORKERS": "2"}, folder)
+    server = Server(env | TWO_WORKERS, folder)
     arbiter = psutil.Process(server.process.pid)
 
     def commands() -> list[str]:  # /readyz answers once one worker is ready
