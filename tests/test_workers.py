@@ -158,7 +158,13 @@ def test_a_killed_worker_is_replaced_and_shipping_goes_on(served):
     assert len(shipping) == 1 and shipping[0].pid != old.pid
     statuses = Counter(status for status, _ in answers)
     assert set(statuses) <= {200, 0}, statuses  # 0: a connection of the killed worker
-    wait_for(lambda: health(server)["prediction_log"]["mlflow"]["pending_bytes"] == 0)
-    reports = [health(server)["prediction_log"]["mlflow"] for _ in range(6)]
+    records = len(read_records(log))
+
+    def shipped() -> bool:  # records count as shipped once their run's totals are logged
+        report = health(server)["prediction_log"]["mlflow"]
+        return report["pending_bytes"] == 0 and report["shipped_records"] == records
+
+    wait_for(shipped)
+    reports = [health(server)["prediction_log"]["mlflow"] for _ in range(6)]  # both workers'
     assert all(r["alive"] and r["ok"] for r in reports), reports
-    assert {r["shipped_records"] for r in reports} == {len(read_records(log))}
+    assert {r["shipped_records"] for r in reports} == {records}
