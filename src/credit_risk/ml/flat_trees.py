@@ -26,7 +26,6 @@ CHUNK_ROWS = 2048
 MAX_LEAVES = 64
 """Trees with more leaves than bits in an integer are left to sklearn."""
 PROBE_ROWS = 2048
-FLOAT64_EXPONENT_BIAS = 1023
 
 
 class LeafMasks:
@@ -68,8 +67,9 @@ class LeafMasks:
                 )
         self.columns = [j for j, t in enumerate(self.thresholds) if len(t)]
         self.values = values.ravel()
-        # A mask with one bit i, as a float64, has the exponent i: its index among the values
-        self.value_index = (np.arange(len(trees)) * width - FLOAT64_EXPONENT_BIAS)[:, np.newaxis]
+        # Leaf i of tree t is value t * width + i (an index type just wide enough)
+        self.first_values = np.arange(len(trees))[:, np.newaxis] * width
+        self.first_values = self.first_values.astype(np.min_scalar_type(self.values.size))
 
     @classmethod
     def of(cls, classifier) -> "LeafMasks | None":
@@ -114,8 +114,9 @@ class LeafMasks:
             reached = self.masks[self.columns[0]].take(bins[0][rows], axis=0)
             for column, found in zip(self.columns[1:], bins[1:], strict=True):
                 reached &= self.masks[column].take(found[rows], axis=0)
-            exponent = reached.T.astype(np.float64).view(np.int64) >> 52
-            terms = self.values.take(exponent + self.value_index)  # one row per tree
+            # One bit is left per tree: the bits below it count the leaves before its leaf
+            leaves = np.bitwise_count(reached.T - 1)
+            terms = self.values.take(leaves + self.first_values)  # one row per tree
             total = np.full(terms.shape[1], baseline)
             for term in terms:  # tree after tree, as sklearn adds them
                 total += term
