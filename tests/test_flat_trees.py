@@ -54,6 +54,26 @@ def test_the_same_probabilities_to_the_bit(synthetic):
         assert np.array_equal(probability(values[:size]), expected[:size])
 
 
+def test_changed_copies_the_same_to_the_bit(synthetic):
+    """Copies scored with their originals' bins where an input kept its value (``copies_of``)
+    come out as sklearn scores them: values changed to odd ones, to NaN, from NaN, to -0.0."""
+    model, applicants = synthetic
+    values = np.vstack(
+        [applicants.loc[:, FEATURE_NAMES].to_numpy("float64")[:3000], odd_applicants(3000)]
+    )
+    rng = np.random.default_rng(2)
+    copies_of = rng.integers(0, len(values), 20_000)
+    copies, odd = values[copies_of], odd_applicants(len(copies_of), seed=5)
+    changed = rng.random(copies.shape) < 0.15
+    copies[changed] = odd[changed]
+    copies[copies == 0] = -0.0
+    rows = np.vstack([values, copies])
+    probability = DefaultProbability(model)
+    expected = model.predict_proba(rows)[:, 1]
+    assert np.array_equal(probability(rows, copies_of), expected)
+    assert np.array_equal(probability(values[:1], np.zeros(0, np.intp)), expected[:1])
+
+
 @pytest.mark.parametrize("leaves", [31, 64])
 def test_wider_trees_the_same_to_the_bit(synthetic, leaves):
     model, applicants = trained(
