@@ -128,7 +128,17 @@ class MissingGoesTheOtherWay(RootChanged):
         root["missing_go_to_left"] = not root["missing_go_to_left"]
 
 
-@pytest.mark.parametrize("flawed", [OneUlpOff, MissingGoesTheOtherWay])
+class CopiesMissAChange(LeafMasks):
+    """Changed copies take their original's bin in the second input even where it changed."""
+
+    def bins(self, inputs, copies_of=None):
+        bins = super().bins(inputs, copies_of)
+        if copies_of is not None:
+            bins[1][len(inputs) - len(copies_of) :] = bins[1][copies_of]
+        return bins
+
+
+@pytest.mark.parametrize("flawed", [OneUlpOff, MissingGoesTheOtherWay, CopiesMissAChange])
 def test_leaf_masks_that_would_differ_are_not_used(synthetic, flawed):
     model, _ = synthetic
     assert flawed.of(model[-1]) is None

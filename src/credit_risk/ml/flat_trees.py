@@ -76,7 +76,7 @@ class LeafMasks:
         """Leaf masks for ``classifier``, or None where they could differ from sklearn's
         answers: another kind of model, more than two classes, categorical splits, trees of more
         than :data:`MAX_LEAVES` leaves, no split at all, or probe rows that do not come out the
-        same to the bit."""
+        same to the bit (scored on their own, and as changed copies of other probe rows)."""
         if not (
             isinstance(classifier, HistGradientBoostingClassifier)
             and len(classifier.classes_) == 2
@@ -88,8 +88,12 @@ class LeafMasks:
         if not masks.columns:
             return None
         probes = probe_rows(split_thresholds(classifier))
-        same = np.array_equal(
-            masks.default_probability(probes), classifier.predict_proba(probes)[:, 1]
+        copies = probes.copy()
+        copies[:, 1::2] = probes[::-1, 1::2]  # every other input changed
+        rows = np.vstack([probes, copies])
+        expected = classifier.predict_proba(rows)[:, 1]
+        same = np.array_equal(masks.default_probability(rows), expected) and np.array_equal(
+            masks.default_probability(rows, np.arange(len(probes))), expected
         )
         return masks if same else None
 
