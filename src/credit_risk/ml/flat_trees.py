@@ -127,15 +127,16 @@ class LeafMasks:
         bits, so it is looked up only in the inputs that changed."""
         bins = []
         first = len(inputs) - (0 if copies_of is None else len(copies_of))
+        if copies_of is not None:
+            changed = inputs[first:].view(np.int64) != inputs[copies_of].view(np.int64)
         for column in self.columns:
             thresholds, values = self.thresholds[column], inputs[:, column]
             found = np.empty(len(values), np.intp)
             found[:first] = _bins(thresholds, values[:first])
             if copies_of is not None:
-                copies, originals = values[first:], values[copies_of]
-                changed = np.flatnonzero(copies.view(np.int64) != originals.view(np.int64))
+                rows = first + np.flatnonzero(changed[:, column])
                 found[first:] = found[copies_of]
-                found[first + changed] = _bins(thresholds, copies[changed])
+                found[rows] = _bins(thresholds, values[rows])
             bins.append(found)
         return bins
 
