@@ -27,9 +27,9 @@ from sklearn.pipeline import Pipeline
 CHUNK_ROWS = 2048
 """Rows evaluated together (their masks stay in the processor's cache)."""
 MAX_LEAVES = 64
+"""Trees with more leaves than bits in an integer are left to sklearn."""
 MAX_TABLE_ROWS = 256
 """Inputs with few bins share a table of masks of at most this many rows (it stays in cache)."""
-"""Trees with more leaves than bits in an integer are left to sklearn."""
 PROBE_ROWS = 2048
 
 
@@ -73,9 +73,9 @@ class LeafMasks:
         self.columns = [j for j, t in enumerate(self.thresholds) if len(t)]
         self.groups, self.tables = self._tables()
         self.values = values.ravel()
-        # Leaf i of tree t is value t * width + i (an index type just wide enough)
-        self.first_values = np.arange(len(trees))[:, np.newaxis] * width
-        self.first_values = self.first_values.astype(np.min_scalar_type(self.values.size))
+        # Leaf i of tree t is value t * width + i (in an index type just wide enough)
+        index_type = np.min_scalar_type(self.values.size)
+        self.first_values = (np.arange(len(trees)) * width).astype(index_type)[:, np.newaxis]
 
     def _tables(self) -> tuple[list[list[int]], list[np.ndarray]]:
         """The used inputs in groups, fewest bins first, and a table of masks per group: the
