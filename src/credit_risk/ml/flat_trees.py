@@ -126,6 +126,7 @@ class LeafMasks:
         the row each copies): a copy takes its original's bin where the value has the same
         bits, so it is looked up only in the inputs that changed."""
         bins = []
+        inputs = np.asarray(inputs, dtype=np.float64)  # as sklearn reads them (and the bits below)
         first = len(inputs) - (0 if copies_of is None else len(copies_of))
         if copies_of is not None:
             changed = inputs[first:].view(np.int64) != inputs[copies_of].view(np.int64)
