@@ -54,6 +54,26 @@ def test_the_same_probabilities_to_the_bit(synthetic):
         assert np.array_equal(probability(values[:size]), expected[:size])
 
 
+def test_changed_copies_the_same_to_the_bit(synthetic):
+    """Copies scored with their originals' bins where an input kept its value (``copies_of``)
+    come out as sklearn scores them: values changed to odd ones, to NaN, from NaN, to -0.0."""
+    model, applicants = synthetic
+    values = np.vstack(
+        [applicants.loc[:, FEATURE_NAMES].to_numpy("float64")[:3000], odd_applicants(3000)]
+    )
+    rng = np.random.default_rng(2)
+    copies_of = rng.integers(0, len(values), 20_000)
+    copies, odd = values[copies_of], odd_applicants(len(copies_of), seed=5)
+    changed = rng.random(copies.shape) < 0.15
+    copies[changed] = odd[changed]
+    copies[copies == 0] = -0.0
+    rows = np.vstack([values, copies])
+    probability = DefaultProbability(model)
+    expected = model.predict_proba(rows)[:, 1]
+    assert np.array_equal(probability(rows, copies_of), expected)
+    assert np.array_equal(probability(values[:1], np.zeros(0, np.intp)), expected[:1])
+
+
 @pytest.mark.parametrize("leaves", [31, 64])
 def test_wider_trees_the_same_to_the_bit(synthetic, leaves):
     model, applicants = trained(
@@ -108,7 +128,17 @@ class MissingGoesTheOtherWay(RootChanged):
         root["missing_go_to_left"] = not root["missing_go_to_left"]
 
 
-@pytest.mark.parametrize("flawed", [OneUlpOff, MissingGoesTheOtherWay])
+class CopiesMissAChange(LeafMasks):
+    """Changed copies take their original's bin in the second input even where it changed."""
+
+    def bins(self, inputs, copies_of=None):
+        bins = super().bins(inputs, copies_of)
+        if copies_of is not None:
+            bins[1][len(inputs) - len(copies_of) :] = bins[1][copies_of]
+        return bins
+
+
+@pytest.mark.parametrize("flawed", [OneUlpOff, MissingGoesTheOtherWay, CopiesMissAChange])
 def test_leaf_masks_that_would_differ_are_not_used(synthetic, flawed):
     model, _ = synthetic
     assert flawed.of(model[-1]) is None

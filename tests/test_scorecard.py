@@ -296,3 +296,4 @@ def test_fast_reasons_are_the_plain_ones_on_the_real_rows():
     values = np.vstack([values, edge_applicants(values, 20_000)])
     fast = assess(real_model, values, SCALE, DefaultProbability(real_model))
     assert fast == plain_assessment(real_model, values)
+    assert fast == assess(real_model, values, SCALE)  # sklearn's predict_proba for every row

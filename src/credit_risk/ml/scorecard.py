@@ -153,8 +153,9 @@ def assess(
 ) -> tuple[list, list, list]:
     """Probabilities, scores and reason codes for the applicants ``values`` (rows in contract
     order, NaN for missing), with one model call for the applicants and their changed copies:
-    ``default_probability(rows)`` (the model's P(default) computed faster, as
-    :class:`~credit_risk.ml.flat_trees.DefaultProbability` does) or the model's own.
+    ``default_probability(rows, copies_of)`` (the model's P(default) computed faster, as
+    :class:`~credit_risk.ml.flat_trees.DefaultProbability` does; ``copies_of``: the applicant
+    of each copy, after the applicants in ``rows``) or the model's own.
 
     Where the model is monotone in a feature (``monotonic_cst`` of the Pipeline's last step),
     an applicant on the reference's side of it is not changed: that could only cost points.
@@ -172,7 +173,7 @@ def assess(
     if default_probability is None:
         probabilities = model.predict_proba(stacked)[:, 1]
     else:
-        probabilities = default_probability(stacked)
+        probabilities = default_probability(stacked, np.concatenate(owners))
     raw = scale.raw_points(probabilities)
     count = len(values)
     lost = np.full((count, len(FACTORS)), -np.inf)

@@ -20,6 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from datetime import UTC, datetime
+from itertools import chain
 from operator import itemgetter
 
 import bentoml
@@ -205,7 +206,9 @@ class CreditRiskService:
         an applicant the model fails on gets the exception, the others scored one by one so
         that only it fails."""
         live = self.live
-        values = np.array(list(map(FEATURE_VALUES, applicants)), dtype="float64")
+        # One flat list of values converts faster than a list of rows (None becomes NaN)
+        values = np.array(list(chain.from_iterable(map(FEATURE_VALUES, applicants))), "float64")
+        values = values.reshape(len(applicants), len(FEATURE_NAMES))
         try:
             assessed = list(zip(*live.assess(values), strict=True))
         except Exception:  # noqa: BLE001 - find the applicant(s) the model cannot score
