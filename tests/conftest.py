@@ -96,6 +96,12 @@ def make_project_repo(path: Path) -> Path:
     return path
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: one worker more than cores. The end-to-end tests spend much of their time
+    waiting for servers, trainings in other processes and containers."""
+    return (os.cpu_count() or 1) + 1
+
+
 SPREAD = {"test_document_commands_work_as_written"}
 """Tests that may run on any xdist worker, each on its own: every document starts from a copy
 of the project of its own and runs for minutes."""

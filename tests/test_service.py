@@ -426,7 +426,8 @@ def test_built_bento_serves_in_a_fresh_venv(project, tmp_path):
     requirements = bentos / version / "env" / "python" / "requirements.txt"
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", str(venv)], env, tmp_path)
-    run([str(venv / "bin" / "pip"), "install", "-q", "-r", str(requirements)], env, tmp_path)
+    pip = [str(venv / "bin" / "pip"), "install", "-q", "--no-compile"]  # no .pyc: faster
+    run([*pip, "-r", str(requirements)], env, tmp_path)
     fresh = env | {
         "BENTOML_HOME": str(tmp_path / "home"),
         "CREDIT_RISK_PREDICTION_LOG": str(tmp_path / "predictions"),
