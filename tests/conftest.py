@@ -102,19 +102,6 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return (os.cpu_count() or 1) + 1
 
 
-SPREAD = {"test_document_commands_work_as_written"}
-"""Tests that may run on any xdist worker, each on its own: every document starts from a copy
-of the project of its own and runs for minutes."""
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """With ``--dist loadgroup``, the tests of one file run on one worker (they share its
-    module fixtures: servers, trained projects), except the :data:`SPREAD` ones."""
-    for item in items:
-        if item.originalname not in SPREAD:
-            item.add_marker(pytest.mark.xdist_group(item.path.stem))
-
-
 @pytest.fixture(scope="session", autouse=True)
 def one_openmp_thread() -> Iterator[None]:
     """Models fitted in the test process use one OpenMP thread: on a busy 2-core machine a fit
