@@ -57,6 +57,9 @@ def pipeline_env(**overrides: str) -> dict[str, str]:
     env["DVC_NO_ANALYTICS"] = "1"
     # MLflow 3's server starts a job runner (7 processes) for GenAI jobs this project never uses.
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    # Trainings' OpenMP threads sleep while they wait instead of spinning: the tests run side by
+    # side on every core (the model's bytes do not depend on it).
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     env.update(
         GIT_AUTHOR_NAME="test",
         GIT_AUTHOR_EMAIL="test@example.com",

@@ -26,7 +26,13 @@ DOCUMENTS = [PROJECT / "README.md", *sorted((PROJECT / "docs").glob("*.md"))]
 # Run by tests/test_docs_containers.py: a file of its own, so that with the tests spread over
 # workers by file it runs beside the other documents (it alone takes about 15 minutes).
 CONTAINERS = PROJECT / "docs" / "containers.md"
-RUN_HERE = [document for document in DOCUMENTS if document != CONTAINERS]
+# Run by tests/test_docs_pipeline.py, beside the documents here: they serve nothing on the ports
+# these use (3000, 3001), so the two files can run at once on two workers.
+PIPELINE_SIDE = [
+    PROJECT / "docs" / name
+    for name in ("pipeline.md", "promotion.md", "governance.md", "development.md")
+]
+RUN_HERE = [document for document in DOCUMENTS if document not in [CONTAINERS, *PIPELINE_SIDE]]
 README_LIMIT = 12 * 1024
 NOT_RUN = "# not run by the docs tests:"
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
