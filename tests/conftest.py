@@ -112,7 +112,6 @@ LONGEST_FILES = [
     "test_docs_pipeline.py",
     "test_rollout.py",
     "test_pipeline_dvc.py",
-    "test_docs_containers.py",
     "test_service.py",
 ]
 """The test files that take longest (about 19 to 5 minutes each on 2 busy cores, CI of

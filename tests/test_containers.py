@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import mlflow
 import pytest
+import test_docs
 import yaml
 from conftest import (
     CREDIT_RISK,
@@ -721,3 +722,11 @@ def test_trainer_reads_the_file_named_by_credit_risk_data(
     finally:
         stack.remove()
     assert version.tags[TAG_DATASET_HASH] == dataset_sha256(load_applicants(REAL_DATA))
+
+
+def test_containers_document_commands_work_as_written(tmp_path):
+    """docs/containers.md as written (the check of ``tests/test_docs.py``). In this file, after
+    the tests above: the document builds and runs the images under the names they use
+    (``credit-risk-*:latest``), and two stacks started at once made podman 4.3 lose the state of
+    the document's mlflow container (CI of 2026-12-07)."""
+    test_docs.run_document(test_docs.CONTAINERS, tmp_path)

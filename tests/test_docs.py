@@ -23,8 +23,8 @@ import pytest
 from conftest import PROJECT, pipeline_env, run
 
 DOCUMENTS = [PROJECT / "README.md", *sorted((PROJECT / "docs").glob("*.md"))]
-# Run by tests/test_docs_containers.py: a file of its own, so that with the tests spread over
-# workers by file it runs beside the other documents (it alone takes about 15 minutes).
+# Run by tests/test_containers.py, after the tests of the images it builds and runs under the
+# same names; beside the other documents (it takes about 5 minutes).
 CONTAINERS = PROJECT / "docs" / "containers.md"
 # Run by tests/test_docs_pipeline.py, beside the documents here: they serve nothing on the ports
 # these use (3000, 3001), so the two files can run at once on two workers.
@@ -38,6 +38,8 @@ NOT_RUN = "# not run by the docs tests:"
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 MARKER = "@@docs-block {}@@"
+QUICK_START_CACHE: list[Path] = []
+"""DVC's cache after the quick start in a copy of the project, once per test process."""
 
 
 @dataclass
@@ -214,7 +216,14 @@ def run_document(document: Path, tmp_path: Path) -> None:
         pytest.skip(f"{document.name} has no shell block to run")
     folder = copy_of_the_project(tmp_path / "project")
     env = pipeline_env(BENTOML_HOME=str(tmp_path / "bentoml"), BENTOML_DO_NOT_TRACK="true")
+    cache = folder / ".dvc" / "cache"
+    if QUICK_START_CACHE and document.name != "README.md":
+        # The reader ran the quick start in this folder, so DVC's cache has its stages' runs:
+        # restored, not run again (the register stage runs all the same).
+        shutil.copytree(QUICK_START_CACHE[0], cache)
     quick_start = run(["dvc", "repro"], folder, env)
+    if not QUICK_START_CACHE:
+        QUICK_START_CACHE.append(shutil.copytree(cache, tmp_path / "quick-start-cache"))
     if document.name == "README.md":
         expected = shell_blocks(document)[0].expected
         line = missing_line(expected, quick_start.stdout + quick_start.stderr)
