@@ -727,6 +727,5 @@ def test_trainer_reads_the_file_named_by_credit_risk_data(
 def test_containers_document_commands_work_as_written(tmp_path):
     """docs/containers.md as written (the check of ``tests/test_docs.py``). In this file, after
     the tests above: the document builds and runs the images under the names they use
-    (``credit-risk-*:latest``), and two stacks started at once made podman 4.3 lose the state of
-    the document's mlflow container (CI of 2026-12-07)."""
+    (``credit-risk-*:latest``), so it reuses them and never retags them while they run."""
     test_docs.run_document(test_docs.CONTAINERS, tmp_path)

@@ -228,7 +228,9 @@ def run_document(document: Path, tmp_path: Path) -> None:
         expected = shell_blocks(document)[0].expected
         line = missing_line(expected, quick_start.stdout + quick_start.stderr)
         assert line is None, f"quick start: expected line not printed: {line!r}\n{quick_start}"
-    uses_compose = "podman-compose" in document.read_text(encoding="utf-8")
+    # Only a document that runs the stack takes it down: the project name is compose.yaml's
+    # (`credit-risk`), so a `down` after another document would stop a stack running meanwhile.
+    uses_compose = any("podman-compose" in block.commands for block in blocks)
     try:
         result = subprocess.run(
             ["bash", "-c", script(blocks)], cwd=folder, env=env, stdin=subprocess.DEVNULL,
