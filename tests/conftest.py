@@ -22,6 +22,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 REAL_DATA = PROJECT.parent / "shared" / "data" / "gmsc" / "cs-training.csv"
 SERVICE = "credit_risk.serving.service:CreditRiskService"
 CREDIT_RISK = str(Path(sys.executable).parent / "credit-risk")
+BENTOML = str(Path(sys.executable).parent / "bentoml")
 PIPELINE = (
     "from credit_risk.params import load_params; "
     "from credit_risk.pipeline import prepare, fingerprint, train, register; p = load_params(); "
@@ -106,16 +107,16 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 
 
 LONGEST_FILES = [
-    "test_docs.py",
     "test_containers.py",
+    "test_docs.py",
     "test_promotion.py",
     "test_docs_pipeline.py",
-    "test_rollout.py",
     "test_pipeline_dvc.py",
+    "test_rollout.py",
     "test_service.py",
 ]
-"""The test files that take longest (about 19 to 5 minutes each on 2 busy cores, CI of
-2026-12-07), longest first."""
+"""The test files that take longest (about 17 to 4 minutes each on 2 busy cores, images built
+from scratch, 2026-12-07), longest first."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -270,14 +271,13 @@ class Server:
         env: dict,
         cwd: Path,
         target: str = SERVICE,
-        bentoml: str = "bentoml",
     ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.output = cwd / f"serve-{self.port}.log"
         with self.output.open("w") as output:
             self.process = subprocess.Popen(
-                [bentoml, "serve", target, "--host", "127.0.0.1", "--port", str(self.port)],
+                [BENTOML, "serve", target, "--host", "127.0.0.1", "--port", str(self.port)],
                 env={"CREDIT_RISK_WORKERS": "1"} | env,
                 cwd=cwd,
                 stdout=output,

@@ -20,6 +20,7 @@ import mlflow
 import pandas as pd
 import pytest
 from conftest import (
+    BENTOML,
     CREDIT_RISK,
     PROJECT,
     SERVICE,
@@ -414,22 +415,21 @@ def test_an_exported_bento_serves_from_an_empty_bentoml_home(project, tmp_path):
     suffice on their own is proved by the service image, built from them: test_containers.py.)
     """
     folder, env = project
-    bentoml = str(Path(sys.executable).parent / "bentoml")
     run(
-        [bentoml, "build", "-f", str(PROJECT / "bentofile.yaml"), str(PROJECT / "src")],
+        [BENTOML, "build", "-f", str(PROJECT / "bentofile.yaml"), str(PROJECT / "src")],
         env,
         PROJECT,
     )
     archive = tmp_path / "service.bento"
-    run([bentoml, "export", "credit-risk-service:latest", str(archive)], env, tmp_path)
+    run([BENTOML, "export", "credit-risk-service:latest", str(archive)], env, tmp_path)
     fresh = env | {
         "BENTOML_HOME": str(tmp_path / "home"),
         "CREDIT_RISK_PREDICTION_LOG": str(tmp_path / "predictions"),
         "PYTHONPATH": "",
     }
     fresh.pop("MLFLOW_TRACKING_URI")
-    run([bentoml, "import", str(archive)], fresh, tmp_path)
-    serve = [bentoml, "serve", "credit-risk-service:latest", "--port", "0"]
+    run([BENTOML, "import", str(archive)], fresh, tmp_path)
+    serve = [BENTOML, "serve", "credit-risk-service:latest", "--port", "0"]
     refused = run(serve, fresh, tmp_path, check=False)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
     assert [line for line in refused.stderr.splitlines() if "refusing to start" in line] == [
@@ -440,7 +440,7 @@ def test_an_exported_bento_serves_from_an_empty_bentoml_home(project, tmp_path):
     keys_file = tmp_path / "api-keys"
     key = run([CREDIT_RISK, "keys", "add", "verify", "--file", str(keys_file)], env, tmp_path)
     fresh["CREDIT_RISK_API_KEYS_FILE"] = str(keys_file)
-    server = Server(fresh, tmp_path, "credit-risk-service:latest", bentoml)
+    server = Server(fresh, tmp_path, "credit-risk-service:latest")
     try:
         result = subprocess.run(
             [str(PROJECT / "tests" / "verify.sh"), server.url],
