@@ -160,7 +160,8 @@ class CreditRiskService:
         # Model calls and log writes leave the event loop: /predict groups in one thread,
         # batches in another, each with one OpenMP thread (a limit that is per thread). More
         # compete with the event loop and each other for the cores: HistGradientBoosting's
-        # per-tree parallel regions then wait on each other (see docs/performance.md).
+        # per-tree parallel regions then wait on each other (see docs/performance.md). The
+        # leaf masks evaluate a batch's chunks of rows on every core, in numpy without the lock.
         self.scorer, self.batch_scorer = (
             ThreadPoolExecutor(
                 1, thread_name_prefix=name, initializer=threadpool_limits, initargs=(1,)
