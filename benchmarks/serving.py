@@ -21,6 +21,7 @@ machine that slowed down meanwhile (other load, a throttled CPU) shows in the pe
 """
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -123,10 +124,11 @@ def start(command: list[str], env: dict, log: Path, ready: str) -> subprocess.Po
 
 
 def stop(process: subprocess.Popen) -> None:
-    """SIGTERM the server and its workers."""
+    """SIGTERM the server and its workers (skipping any that ended meanwhile)."""
     processes = [psutil.Process(process.pid), *psutil.Process(process.pid).children(True)]
     for child in processes:
-        child.send_signal(signal.SIGTERM)
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.send_signal(signal.SIGTERM)
     psutil.wait_procs(processes, timeout=30)
 
 

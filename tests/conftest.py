@@ -298,11 +298,13 @@ class Server:
         pytest.fail(f"server not ready after 120 s:\n{self.output.read_text()}")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        """Signal the server and its workers (they run in sessions of their own); wait."""
+        """Signal the server and its workers (they run in sessions of their own); wait. A
+        process that ends meanwhile (a shipping process its worker stopped) is skipped."""
         processes = [psutil.Process(self.process.pid)]
         processes += processes[0].children(recursive=True)
         for process in processes:
-            process.send_signal(sig)
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(sig)
         psutil.wait_procs(processes, timeout=30)
 
 
