@@ -308,6 +308,22 @@ class Server:
         psutil.wait_procs(processes, timeout=30)
 
 
+def abandon_predictions(port: int, count: int, body: bytes) -> None:
+    """``count`` clients send ``POST /predict`` with ``body`` and leave without their answer;
+    one more leaves half-way through its body."""
+    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    connections = []
+    for _ in range(count):
+        connection = socket.create_connection(("127.0.0.1", port))
+        connection.sendall(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        connections.append(connection)
+    cut_short = socket.create_connection(("127.0.0.1", port))
+    cut_short.sendall(head + b"Content-Length: %d\r\n\r\n" % len(body) + body[:8])
+    connections.append(cut_short)
+    for connection in connections:
+        connection.close()
+
+
 @contextlib.contextmanager
 def hammering(url: str, body: dict, clients: int = 8, key: str | None = None
               ) -> Iterator[list[str]]:  # fmt: skip

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from conftest import Server
+from conftest import Server, abandon_predictions
 from openapi_spec_validator import validate
 from test_api_keys import added_key
 
@@ -116,19 +116,8 @@ def test_a_full_queue_answers_503_with_retry_after(server):
 
 
 def test_requests_of_clients_that_left_are_neither_scored_nor_logged(server):
-    body = json.dumps(EXAMPLE_APPLICANT).encode()
-    head = (
-        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Content-Length: %d\r\n\r\n" % len(body)
-    )
     before = len(read_records(server.log_dir))
-    connections = []
-    for _ in range(400):
-        connection = socket.create_connection(("127.0.0.1", server.port))
-        connection.sendall(head + body)
-        connections.append(connection)
-    for connection in connections:
-        connection.close()
+    abandon_predictions(server.port, 400, json.dumps(EXAMPLE_APPLICANT).encode())
     time.sleep(3)
     scored = len(read_records(server.log_dir)) - before
     assert scored < 200, f"{scored} of 400 abandoned requests were scored"

@@ -3,7 +3,10 @@
 Requests arriving while a group is being scored and logged form the next group, so one model
 call and one fsync serve them all. The queue of waiting requests is bounded (a full queue is
 :class:`Overloaded`, answered 503), and a request whose client has gone away before its group
-is scored is dropped: it is neither scored nor logged.
+is scored is dropped: it is neither scored nor logged, and its request ends with
+:class:`ClientLeft` (answered, to nobody, so that nothing waits on it: BentoML's timeout
+middleware would hold a request that ends without a response until its 60-s timeout, and
+shutting down waits for it).
 """
 
 import asyncio
@@ -21,6 +24,10 @@ more are turned away."""
 
 class Overloaded(RuntimeError):
     """Too many requests are waiting; the client should retry shortly."""
+
+
+class ClientLeft(RuntimeError):
+    """The caller went away before its request was scored."""
 
 
 class ScoringError(RuntimeError):
@@ -59,8 +66,10 @@ class GroupCommit:
             group, self.waiting = self.waiting[:MAX_GROUP], self.waiting[MAX_GROUP:]
             live = []
             for applicant, api_key, client_gone, future in group:
-                if future.done() or await client_gone():
-                    future.cancel()
+                if future.done():
+                    continue
+                if await client_gone():
+                    future.set_exception(ClientLeft("the client went away before scoring"))
                 else:
                     live.append((applicant, api_key, future))
             if not live:

@@ -3,7 +3,9 @@
 A body larger than its route's limit is answered 413 (at once from ``Content-Length``, or as
 soon as a streamed body passes the limit); a body that is not JSON, or is encoded
 (``Content-Encoding`` other than ``identity``: gzip is not decoded), 415. A client that goes
-away before its whole body arrived costs one INFO line and no response. The route then gets
+away before its whole body arrived costs one INFO line and a response to nobody (status 499, so
+that the request ends at once: BentoML's timeout middleware holds a request that ends without a
+response until its timeout, and shutting down waits for it). The route then gets
 the body in one message; its later ``receive()`` calls reach the server, which is how it learns
 that a client went away while waiting for its answer.
 """
@@ -15,6 +17,8 @@ from starlette.responses import JSONResponse
 MAX_BODY_BYTES = {"/predict": 64 * 1024, "/predict/batch": 16 * 1024 * 1024}
 """Per route: one applicant is about 370 bytes, 10,000 of them about 4 MB (7 MB indented)."""
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
+CLIENT_CLOSED_REQUEST = 499
+"""The status of a request whose client left before its answer (nginx's convention)."""
 
 logger = logging.getLogger("bentoml.credit_risk")
 
@@ -59,6 +63,9 @@ class RequestBodies:
                     size,
                     scope["path"],
                 )
+                await client_left("the client went away before its body arrived")(
+                    scope, receive, send
+                )
                 return
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
@@ -78,6 +85,11 @@ class RequestBodies:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, receive_body, send)
+
+
+def client_left(why: str) -> JSONResponse:
+    """The answer to a request whose client went away (nobody reads it)."""
+    return JSONResponse({"error": why}, status_code=CLIENT_CLOSED_REQUEST)
 
 
 def _too_large(limit: int) -> JSONResponse:

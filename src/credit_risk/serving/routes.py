@@ -20,8 +20,8 @@ from fastapi.openapi.utils import get_openapi
 from starlette.responses import JSONResponse, Response
 
 from credit_risk.serving.api_keys import SCOPE_KEY, keys_status
-from credit_risk.serving.batching import Overloaded, ScoringError
-from credit_risk.serving.request_bodies import MAX_BODY_BYTES
+from credit_risk.serving.batching import ClientLeft, Overloaded, ScoringError
+from credit_risk.serving.request_bodies import MAX_BODY_BYTES, client_left
 from credit_risk.serving.schemas import ErrorResponse, openapi_components
 
 if TYPE_CHECKING:
@@ -141,6 +141,8 @@ async def predict(running: "CreditRiskService", applicant: dict, request: Reques
         return _error(503, f"prediction not logged: {error}")
     except ScoringError as error:
         return _error(500, str(error))
+    except ClientLeft as error:
+        return client_left(str(error))
 
 
 async def predict_batch(
