@@ -11,6 +11,8 @@ It trains the model with the project's stage scripts into a temporary folder and
 a temporary BentoML home and serves it as a user would: prediction log on, shipping to that
 temporary store on (every ``--ship-interval`` s). Nothing of the project's stores is touched.
 Both servers are driven by the same closed-loop client, ``wrk`` with keep-alive connections.
+Each measurement also shows how busy the machine's cores were meanwhile and wrk's own share:
+whether a server is limited by the CPU or by its round trips.
 
 The brief run measures ``/predict`` with one worker and with the default (one per core), each
 against ``mlflow models serve`` with as many workers (``-w``); BentoML's own client
@@ -24,6 +26,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -201,26 +204,35 @@ def client_loop(url: str, threads: int, duration: float, bentoml_client: bool) -
 
 def wrk(url: str, body: dict, args, duration: float, connections: int, work: Path) -> dict:
     """Closed loop: ``connections`` post ``body`` back to back for ``duration`` s; requests/s,
-    p50 and p99 in ms, errors (HTTP status >= 400, socket errors)."""
+    p50 and p99 in ms, errors (HTTP status >= 400, socket errors), and the CPU use meanwhile in
+    % of all cores: of the whole machine, and of wrk's own."""
     (work / "body.json").write_text(json.dumps(body))
     script = work / "post.lua"
     script.write_text(WRK_SCRIPT % json.dumps(str(work / "body.json")))
     threads = min(args.wrk_threads, connections)
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s"]
+    psutil.cpu_percent()  # the machine's CPU use is measured from here
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     output = subprocess.run(
         [*command, "--timeout", "60s", "-s", str(script), url],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
+    machine = psutil.cpu_percent()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = json.loads(output.strip().splitlines()[-1])
-    return result | {"rps": result["requests"] / result["seconds"]}
+    wrk_seconds = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+    wrk_share = 100 * wrk_seconds / result["seconds"] / psutil.cpu_count()
+    rps = result["requests"] / result["seconds"]
+    return result | {"rps": rps, "cpu": machine, "wrk cpu": wrk_share}
 
 
 def line(name: str, result: dict) -> str:
     return (
         f"  {name:30} {result['rps']:8.0f} req/s  p50 {result['p50']:6.1f} ms  "
-        f"p99 {result['p99']:6.1f} ms  errors {result['errors']}"
+        f"p99 {result['p99']:6.1f} ms  errors {result['errors']}  "
+        f"CPU {result['cpu']:3.0f} % (wrk {result['wrk cpu']:2.0f} %)"
     )
 
 
