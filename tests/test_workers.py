@@ -107,6 +107,25 @@ def test_two_workers_one_shipping_process_one_log_file_each(served):
     }
 
 
+def mapped_libraries(process: psutil.Process) -> set[str]:
+    """The packages of the site-packages files a process has mapped (its extension modules)."""
+    return {
+        mapping.path.split("site-packages/")[1].split("/")[0]
+        for mapping in process.memory_maps()
+        if "site-packages/" in mapping.path
+    }
+
+
+def test_bentoml_serves_own_process_loads_no_model_stack(served):
+    """The start check ran in a child: ``bentoml serve`` itself holds neither scikit-learn nor
+    MLflow's pandas; the workers, which score, do."""
+    server, _, _ = served
+    workers, _ = wait_for(lambda: (found := service_processes(server))[1] and found)
+    heavy = {"sklearn", "scipy", "pandas"}
+    assert heavy <= mapped_libraries(workers[0])
+    assert not heavy & mapped_libraries(psutil.Process(server.process.pid))
+
+
 def test_bentoml_clients_find_and_call_the_api_methods(served):
     """`SyncHTTPClient`/`AsyncHTTPClient` with the key as token: the same answer, the same
     log record (with the key's name) as plain HTTP; without the token, 401."""

@@ -1,9 +1,9 @@
 """The service serves the registry's Production version, and follows it when it moves.
 
-``bentoml serve`` checks once before its workers start (:func:`start_check`): there must be a
-Production version; if it is not the imported model, it is downloaded and verified then, so a
-bad version is reported before any worker starts. Each worker then asks the registry every
-``CREDIT_RISK_REGISTRY_CHECK_INTERVAL`` seconds (2) which version is Production
+``bentoml serve`` checks once before its workers start (:func:`check_before_start`): there
+must be a Production version; if it is not the imported model, it is downloaded and verified
+then, so a bad version is reported before any worker starts. Each worker then asks the
+registry every ``CREDIT_RISK_REGISTRY_CHECK_INTERVAL`` seconds (2) which version is Production
 (:class:`ProductionFollower`, one small registry call). When the answer changes (a promotion,
 a rollback) the worker downloads and verifies that version
 (:func:`~credit_risk.serving.live_model.registry_model`) and swaps it in; requests already
@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import bentoml
 from mlflow.entities.model_registry import ModelVersion
 
 from credit_risk.registry.lookups import production_version
@@ -36,7 +37,9 @@ from credit_risk.registry.store import (
     redact,
     tracking_errors,
 )
-from credit_risk.serving.live_model import LiveModel, registry_model
+from credit_risk.serving.api_keys import start_up_message
+from credit_risk.serving.live_model import LiveModel, imported_model, registry_model
+from credit_risk.serving.prediction_log import check_log_directory, log_directory
 from credit_risk.serving.release import version_key
 
 REQUIRE_REGISTRY_ENV = "CREDIT_RISK_REQUIRE_REGISTRY"
@@ -107,6 +110,28 @@ def start_check(imported: LiveModel, uri: str) -> str:
         f"{SERVICE}: serving {MODEL_NAME} version {version.version} (Production) from "
         f"{redact(uri)}; the imported version {served} is the fallback"
     )
+
+
+def check_before_start(model: bentoml.Model, in_bento: bool) -> None:
+    """Everything ``bentoml serve`` checks once before its workers start, each finding one line
+    on stderr: the prediction log directory, the imported ``model`` (it must load with the
+    trusted types and answer the probes) and the registry (:func:`start_check`). A refusal
+    exits with status 1; an unreachable registry is a warning (a refusal when strict)."""
+    try:
+        check_log_directory(log_directory())
+        print(start_up_message(in_bento=in_bento), file=sys.stderr)
+        imported = imported_model(model)
+        uri = serving_tracking_uri(in_bento)
+        if uri is not None:
+            print(start_check(imported, uri), file=sys.stderr)
+    except TrackingError as error:
+        if registry_required():
+            print(f"{SERVICE}: refusing to start: {error}", file=sys.stderr)
+            raise SystemExit(1) from None
+        print(unverified_start_message(error), file=sys.stderr)
+    except (StartRefused, ModelRefused, ValueError, OSError) as error:
+        print(f"{SERVICE}: refusing to start: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 class ProductionFollower(threading.Thread):

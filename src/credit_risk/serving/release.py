@@ -36,9 +36,8 @@ from credit_risk.registry.names import (
     TAG_SERVE_THRESHOLD,
 )
 from credit_risk.registry.store import configure_tracking, project_root, redact, tracking_errors
+from credit_risk.serving.bento_store import BENTO_MODEL
 
-BENTO_MODEL = MODEL_NAME
-"""The BentoML store name; each import adds a version."""
 SERVED_MODEL_KEY = "served_model"
 """The BentoML model's metadata key holding the :class:`ServedModel` record."""
 PROFILE_FILE = PROFILE_ARTIFACT
@@ -93,31 +92,6 @@ def version_key(version) -> tuple[str, str, str | None]:
 
 class ImportRefused(RuntimeError):
     """There is nothing (valid) to import."""
-
-
-def bentoml_store_path() -> Path:
-    """The BentoML home whose model store ``credit-risk import`` writes to."""
-    return Path(os.environ.get("BENTOML_HOME") or Path.home() / "bentoml")
-
-
-class ImportedModel(bentoml.models.BentoModel):
-    """A service's model from the local BentoML store: where ``credit-risk import`` has not
-    put it, an error saying so, not BentoML's attempt to fetch it from BentoCloud."""
-
-    def to_info(self, alias: str | None = None):
-        self._require_import()
-        return super().to_info(alias)
-
-    def resolve(self, base_path=None):
-        self._require_import()
-        return super().resolve(base_path)
-
-    def _require_import(self) -> None:
-        if self.stored is None:
-            raise bentoml.exceptions.NotFound(
-                f"credit-risk service: no imported model {self.tag.name} in the BentoML store "
-                f"{bentoml_store_path()}; run `credit-risk import` first"
-            )
 
 
 def latest_import() -> bentoml.Model | None:

@@ -12,6 +12,7 @@ prediction log before its response is sent.
 """
 
 import gc
+import multiprocessing
 import os
 import signal
 import sys
@@ -22,6 +23,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from itertools import chain
 from operator import itemgetter
+from typing import TYPE_CHECKING
 
 import bentoml
 import numpy as np
@@ -29,30 +31,18 @@ from starlette.responses import Response
 from threadpoolctl import threadpool_limits
 
 from credit_risk.ml.contract import FEATURE_NAMES, REASON_CODES
-from credit_risk.registry.model_artifact import ModelRefused
-from credit_risk.registry.store import TrackingError
 from credit_risk.serving import routes
-from credit_risk.serving.api_keys import ApiKeyAuth, start_up_message
+from credit_risk.serving.api_keys import ApiKeyAuth
 from credit_risk.serving.batching import GroupCommit, ScoringError
-from credit_risk.serving.live_model import LiveModel, imported_model
-from credit_risk.serving.prediction_log import (
-    PredictionLog,
-    check_log_directory,
-    log_directory,
-)
-from credit_risk.serving.production_follower import (
-    ProductionFollower,
-    StartRefused,
-    registry_required,
-    serving_tracking_uri,
-    start_check,
-    unverified_start_message,
-)
-from credit_risk.serving.release import BENTO_MODEL, ImportedModel
+from credit_risk.serving.bento_store import BENTO_MODEL, ImportedModel
+from credit_risk.serving.prediction_log import PredictionLog, log_directory
 from credit_risk.serving.request_bodies import RequestBodies
 from credit_risk.serving.routes import app
 from credit_risk.serving.schemas import ApplicantInput, BatchRequest, BatchResponse, Prediction
 from credit_risk.serving.shipping_process import ShipperProcess
+
+if TYPE_CHECKING:
+    from credit_risk.serving.live_model import LiveModel
 
 FEATURE_VALUES = itemgetter(*FEATURE_NAMES)
 NO_TRACKING_STORE = "off: MLFLOW_TRACKING_URI is not set; predictions stay in the local log"
@@ -60,7 +50,7 @@ WORKERS_ENV = "CREDIT_RISK_WORKERS"
 ORPHAN_CHECK_SECONDS = 1.0
 
 
-def assess_one(live: LiveModel, row: np.ndarray) -> tuple | Exception:
+def assess_one(live: "LiveModel", row: np.ndarray) -> tuple | Exception:
     """Probability, score and reasons of one applicant row, or the error scoring it."""
     try:
         (probability,), (score,), (reasons,) = live.assess(row[np.newaxis])
@@ -104,6 +94,18 @@ def stop_when_orphaned() -> None:
     threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
 
 
+FORK = multiprocessing.get_context("fork")
+
+
+def check_in_child(model: bentoml.Model, in_bento: bool) -> None:
+    """The start check, run by ``bentoml serve`` in a forked child: scikit-learn, MLflow and
+    the model it loads go with the child, instead of staying in ``bentoml serve``'s own process
+    for as long as it serves (about 280 MB; see docs/performance.md)."""
+    from credit_risk.serving.production_follower import check_before_start
+
+    check_before_start(model, in_bento)
+
+
 @bentoml.asgi_app(app, path="/")
 @bentoml.service(
     workers=WORKERS,
@@ -120,31 +122,34 @@ class CreditRiskService:
 
     @bentoml.on_deployment
     def check_start():
-        """Runs once in ``bentoml serve`` before the workers: the imported model must load
-        with the trusted types and answer the probes, and the registry must have a Production
-        version (verified here when it is not the imported one). A refusal is one line on
-        stderr and exit status 1; an unreachable registry is a warning (or, strict, a refusal)."""
+        """Runs once in ``bentoml serve`` before the workers: the checks of
+        :func:`~credit_risk.serving.production_follower.check_before_start`, in a child
+        process. A refusal is one line on stderr and exit status 1."""
         if WORKERS_ERROR:
             print(f"credit-risk service: refusing to start: {WORKERS_ERROR}", file=sys.stderr)
             raise SystemExit(1)
         model = CreditRiskService.inner.bento_model.resolve()
-        try:
-            check_log_directory(log_directory())
-            print(start_up_message(in_bento=CreditRiskService.bento is not None), file=sys.stderr)
-            imported = imported_model(model)
-            uri = serving_tracking_uri(in_bento=CreditRiskService.bento is not None)
-            if uri is not None:
-                print(start_check(imported, uri), file=sys.stderr)
-        except TrackingError as error:
-            if registry_required():
-                print(f"credit-risk service: refusing to start: {error}", file=sys.stderr)
-                raise SystemExit(1) from None
-            print(unverified_start_message(error), file=sys.stderr)
-        except (StartRefused, ModelRefused, ValueError, OSError) as error:
-            print(f"credit-risk service: refusing to start: {error}", file=sys.stderr)
-            raise SystemExit(1) from None
+        in_bento = CreditRiskService.bento is not None
+        check = FORK.Process(target=check_in_child, args=(model, in_bento), name="start-check")
+        check.start()
+        check.join()
+        if check.exitcode not in (0, 1):  # 1: the check printed its refusal
+            print(
+                f"credit-risk service: refusing to start: the start check ended with exit "
+                f"status {check.exitcode}",
+                file=sys.stderr,
+            )
+        if check.exitcode != 0:
+            raise SystemExit(1)
 
     def __init__(self):
+        # Imported here, in the workers: `bentoml serve`'s own process imports this module too
+        from credit_risk.serving.live_model import imported_model
+        from credit_risk.serving.production_follower import (
+            ProductionFollower,
+            serving_tracking_uri,
+        )
+
         stop_when_orphaned()
         self.live = imported_model(self.bento_model)
         uri = serving_tracking_uri(in_bento=CreditRiskService.bento is not None)
@@ -190,7 +195,7 @@ class CreditRiskService:
         [...]}``, all logged before the answer, or none and an error."""
         return await routes.predict_batch(self, applicants, CreditRiskService.context.request)
 
-    def swap(self, live: LiveModel) -> None:
+    def swap(self, live: "LiveModel") -> None:
         """The follower's callback: score with a newly verified model from the next group on
         (a group reads :attr:`live` once)."""
         self.live = live

@@ -16,12 +16,8 @@ from credit_risk.registry.names import (
     TAG_SERVE_THRESHOLD,
 )
 from credit_risk.registry.store import configure_tracking, project_root, redact, tracking_errors
-from credit_risk.serving.release import (
-    BENTO_MODEL,
-    ServedModel,
-    bentoml_store_path,
-    latest_import,
-)
+from credit_risk.serving.bento_store import BENTO_MODEL, bentoml_store_path
+from credit_risk.serving.release import ServedModel, latest_import
 
 
 def release_status() -> dict:
