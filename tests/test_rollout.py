@@ -3,12 +3,16 @@ real ``bentoml serve``: the service follows the registry's Production alias unde
 tampered versions while the last verified one keeps serving, and starts (or refuses to) as a
 supervisor expects."""
 
+import contextlib
+import http.server
 import json
 import os
 import pickle
 import shutil
 import signal
 import socket
+import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -294,3 +298,49 @@ def test_stopping_bentoml_serve_leaves_no_process_behind(offline_project, sig):
     with socket.socket() as sock:  # as servers bind: only a listening socket is in the way
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", server.port))
+
+
+@contextlib.contextmanager
+def registry_that_hangs() -> Iterator[str]:
+    """An HTTP server whose ``/health`` answers and whose every other call never does: a
+    registry that holds `bentoml serve`'s start check; yields its URI."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path != "/health":
+                time.sleep(120)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+
+
+def test_killing_bentoml_serve_during_its_start_check_ends_the_check(offline_project):
+    """`kill -9` of `bentoml serve` while its start check (a child process) waits on the
+    registry: the check ends within seconds, not when the registry's timeouts run out."""
+    folder, env = offline_project
+    with registry_that_hangs() as uri:
+        env = env | {"MLFLOW_TRACKING_URI": uri, "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
+        command = ["bentoml", "serve", SERVICE, "--port", str(free_port())]
+        with open(folder / "serve.log", "w") as output:
+            serve = subprocess.Popen(command, cwd=folder, env=env, stdout=output, stderr=output)
+        try:
+            (check,) = wait_for(lambda: psutil.Process(serve.pid).children())
+            time.sleep(5)  # the check has loaded the model and waits on the registry
+            assert check.is_running() and not check.children()  # no worker started
+            serve.kill()
+            serve.wait()
+            _, alive = psutil.wait_procs([check], timeout=15)
+            assert not alive, (folder / "serve.log").read_text()
+        finally:
+            serve.kill()
+            serve.wait()

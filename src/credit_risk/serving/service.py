@@ -75,7 +75,7 @@ WORKERS, WORKERS_ERROR = workers_setting()
 
 
 def stop_when_orphaned() -> None:
-    """Stop this worker when ``bentoml serve`` is gone.
+    """Stop this worker (or the start check) when ``bentoml serve`` is gone.
 
     BentoML starts each worker in a session of its own, so a signal to ``bentoml serve``'s
     process group does not reach it; after ``kill -9`` of ``bentoml serve`` the worker (and
@@ -103,6 +103,7 @@ def check_in_child(model: bentoml.Model, in_bento: bool) -> None:
     for as long as it serves (about 280 MB; see docs/performance.md)."""
     from credit_risk.serving.production_follower import check_before_start
 
+    stop_when_orphaned()  # `kill -9` of `bentoml serve` ends a check held up by the registry
     check_before_start(model, in_bento)
 
 
