@@ -1,12 +1,15 @@
 """The group commit on its own (the service's tests drive it through real HTTP): what a
-request gets when its client left, when scoring fails for the group, and the bounded queue."""
+request gets when its client left, when scoring fails for the group, the bounded queue, and
+how a waiting request's client is seen gone."""
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from starlette.requests import Request
 
 from credit_risk.serving.batching import ClientLeft, GroupCommit, Overloaded
+from credit_risk.serving.request_bodies import client_went_away
 
 
 def scored_into(scored: list):
@@ -82,3 +85,20 @@ def test_a_full_queue_is_overloaded(monkeypatch):
     assert answers[:2] == [{"scored": 0, "key": None}, {"scored": 1, "key": None}]
     with pytest.raises(Overloaded, match="2 requests are waiting"):
         raise answers[2]
+
+
+def test_a_client_is_seen_gone_only_once_the_server_says_so_and_nothing_waits_after_the_check():
+    async def checks():
+        arrived = asyncio.Event()
+
+        async def receive():  # as servers do: wait for the next message after the body
+            await arrived.wait()
+            return {"type": "http.disconnect"}
+
+        request = Request({"type": "http", "method": "POST", "headers": []}, receive)
+        present = await client_went_away(request)
+        waiting_after_check = len(arrived._waiters)
+        arrived.set()
+        return present, waiting_after_check, await client_went_away(request)
+
+    assert asyncio.run(checks()) == (False, 0, True)

@@ -120,7 +120,9 @@ def test_requests_of_clients_that_left_are_neither_scored_nor_logged(server):
     abandon_predictions(server.port, 400, json.dumps(EXAMPLE_APPLICANT).encode())
     time.sleep(3)
     scored = len(read_records(server.log_dir)) - before
-    assert scored < 200, f"{scored} of 400 abandoned requests were scored"
+    # Most are seen gone while their bodies are read; without the group commit's check of the
+    # others, about half of them were scored (190 of 400), with it 1 to 13.
+    assert scored < 100, f"{scored} of 400 abandoned requests were scored"
     assert httpx.post(f"{server.url}/predict", json=EXAMPLE_APPLICANT).status_code == 200
 
 

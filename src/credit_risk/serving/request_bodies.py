@@ -12,6 +12,7 @@ that a client went away while waiting for its answer.
 
 import logging
 
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 MAX_BODY_BYTES = {"/predict": 64 * 1024, "/predict/batch": 16 * 1024 * 1024}
@@ -85,6 +86,20 @@ class RequestBodies:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, receive_body, send)
+
+
+async def client_went_away(request: Request) -> bool:
+    """Whether the client of ``request`` (whose body was read) has gone away, without waiting:
+    the server's next message is taken only if it is there already, which after the body is
+    only a disconnect. Starlette's ``Request.is_disconnected`` does the same with a cancelled
+    anyio scope, at about ten times the cost, once per ``/predict`` request."""
+    receiving = request.receive()
+    try:
+        receiving.send(None)  # runs the server's receive() until it would wait
+    except StopIteration as received:
+        return received.value.get("type") == "http.disconnect"
+    receiving.close()  # it would wait: nothing has arrived, so the client is still there
+    return False
 
 
 def client_left(why: str) -> JSONResponse:

@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 
 from credit_risk.serving.api_keys import SCOPE_KEY, keys_status
 from credit_risk.serving.batching import ClientLeft, Overloaded, ScoringError
-from credit_risk.serving.request_bodies import MAX_BODY_BYTES, client_left
+from credit_risk.serving.request_bodies import MAX_BODY_BYTES, client_left, client_went_away
 from credit_risk.serving.schemas import ErrorResponse, openapi_components
 
 if TYPE_CHECKING:
@@ -132,7 +132,7 @@ async def predict(running: "CreditRiskService", applicant: dict, request: Reques
         return _error(503, refusal)
     try:
         prediction = await running.group_commit.submit(
-            applicant, request.is_disconnected, request.scope.get(SCOPE_KEY)
+            applicant, lambda: client_went_away(request), request.scope.get(SCOPE_KEY)
         )
         return _json(prediction)
     except Overloaded as error:
