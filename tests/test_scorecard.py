@@ -15,6 +15,7 @@ from credit_risk.ml.contract import (
     REASON_CODES,
     REFERENCE_APPLICANT,
     TARGET,
+    is_past_due_code,
 )
 from credit_risk.ml.data import load_applicants, split_applicants
 from credit_risk.ml.evaluation import expected_calibration_error
@@ -69,6 +70,12 @@ def monotonicity_violations(model, values: np.ndarray) -> dict[str, int]:
         change = model.predict_proba(after)[:, 1] - model.predict_proba(before)[:, 1]
         violations[feature.name] = int(np.sum(feature.monotone * change < -1e-12))
     return violations
+
+
+def test_past_due_codes_are_found_as_np_isin_finds_them():
+    values = np.array([[96, 98, 0], [96.5, np.nan, -0.0], [np.inf, 97, 98.0]])
+    expected = np.isin(values, PAST_DUE_SENTINEL_CODES)
+    assert np.array_equal(is_past_due_code(values), expected) and expected.sum() == 3
 
 
 def test_the_reason_code_table():

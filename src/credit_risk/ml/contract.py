@@ -19,8 +19,16 @@ applicant against which reason codes are computed (:mod:`credit_risk.ml.scorecar
 
 from dataclasses import dataclass
 
+import numpy as np
+
 PAST_DUE_SENTINEL_CODES = (96, 98)
 """Codes the Kaggle data uses in the past-due counts instead of a count (unknown / not reported)."""
+
+
+def is_past_due_code(values: np.ndarray) -> np.ndarray:
+    """Where ``values`` hold one of :data:`PAST_DUE_SENTINEL_CODES` (as ``np.isin``, without
+    its sorting: a few times faster on the few rows of ``/predict``)."""
+    return np.logical_or.reduce([values == code for code in PAST_DUE_SENTINEL_CODES])
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from credit_risk.ml.contract import FEATURE_NAMES, FEATURES, PAST_DUE_SENTINEL_CODES
+from credit_risk.ml.contract import FEATURE_NAMES, FEATURES, is_past_due_code
 
 _PAST_DUE = [i for i, f in enumerate(FEATURES) if f.sentinel_codes]
 _DEBT_RATIO = FEATURE_NAMES.index("DebtRatio")
@@ -48,7 +48,7 @@ class CreditFeatures(TransformerMixin, BaseEstimator):
     def transform(self, X):
         values = self._as_array(X).copy()
         past_due = values[:, _PAST_DUE]
-        is_code = np.isin(past_due, PAST_DUE_SENTINEL_CODES)
+        is_code = is_past_due_code(past_due)
         past_due[is_code] = np.nan
         values[:, _PAST_DUE] = past_due
 

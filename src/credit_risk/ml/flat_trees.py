@@ -128,10 +128,13 @@ class LeafMasks:
         (``value <= threshold`` exactly when bin <= the threshold's position), NaN last.
 
         With ``copies_of``, the last rows are changed copies of the first ones (``copies_of``:
-        the row each copies): a copy takes its original's bin where the value has the same
-        bits, so it is looked up only in the inputs that changed."""
+        the row each copies): in inputs of more than :data:`CHUNK_ROWS` rows, a copy takes its
+        original's bin where the value has the same bits, so it is looked up only in the inputs
+        that changed."""
         bins = []
         inputs = np.asarray(inputs, dtype=np.float64)  # as sklearn reads them (and the bits below)
+        if len(inputs) <= CHUNK_ROWS:  # too few rows for the reuse to pay for its own steps
+            copies_of = None
         first = len(inputs) - (0 if copies_of is None else len(copies_of))
         if copies_of is not None:
             changed = inputs[first:].view(np.int64) != inputs[copies_of].view(np.int64)

@@ -27,9 +27,9 @@ from credit_risk.ml.contract import (
     FEATURE_NAMES,
     FEATURES,
     PAST_DUE_NOT_REPORTED,
-    PAST_DUE_SENTINEL_CODES,
     REFERENCE_APPLICANT,
     ReasonCode,
+    is_past_due_code,
 )
 
 MAX_REASONS = 4
@@ -89,7 +89,7 @@ def _apply_feature(feature_index: int):
             reference = np.where(np.isnan(values[:, _INCOME]), _REFERENCE_DEBT_DOLLARS, reference)
         differs = ~np.isnan(value) & (value != reference)
         if FEATURES[feature_index].sentinel_codes:
-            differs &= ~np.isin(value, PAST_DUE_SENTINEL_CODES)
+            differs &= ~is_past_due_code(value)
         if direction:  # a model monotone in it: the reference's side can only cost points
             differs &= direction * (value - reference) > 0
         return differs
@@ -122,11 +122,11 @@ def _not_reported(feature_index: int):
 
 def _past_due_not_reported():
     def applies(values: np.ndarray, direction: int) -> np.ndarray:
-        return np.isin(values[:, _PAST_DUE], PAST_DUE_SENTINEL_CODES).any(axis=1)
+        return is_past_due_code(values[:, _PAST_DUE]).any(axis=1)
 
     def change(rows: np.ndarray) -> None:
         past_due = rows[:, _PAST_DUE]
-        past_due[np.isin(past_due, PAST_DUE_SENTINEL_CODES)] = 0
+        past_due[is_past_due_code(past_due)] = 0
         rows[:, _PAST_DUE] = past_due
 
     return applies, change
