@@ -4,9 +4,8 @@ Requests arriving while a group is being scored and logged form the next group, 
 call and one fsync serve them all. The queue of waiting requests is bounded (a full queue is
 :class:`Overloaded`, answered 503), and a request whose client has gone away before its group
 is scored is dropped: it is neither scored nor logged, and its request ends with
-:class:`ClientLeft` (answered, to nobody, so that nothing waits on it: BentoML's timeout
-middleware would hold a request that ends without a response until its 60-s timeout, and
-shutting down waits for it).
+:class:`ClientLeft` (answered 499, to nobody: the request ends at once and the metrics count
+it like any answer).
 """
 
 import asyncio

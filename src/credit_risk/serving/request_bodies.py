@@ -3,9 +3,8 @@
 A body larger than its route's limit is answered 413 (at once from ``Content-Length``, or as
 soon as a streamed body passes the limit); a body that is not JSON, or is encoded
 (``Content-Encoding`` other than ``identity``: gzip is not decoded), 415. A client that goes
-away before its whole body arrived costs one INFO line and a response to nobody (status 499, so
-that the request ends at once: BentoML's timeout middleware holds a request that ends without a
-response until its timeout, and shutting down waits for it). The route then gets
+away before its whole body arrived costs one INFO line and a response to nobody (status 499,
+which the metrics count like any other answer). The route then gets
 the body in one message; its later ``receive()`` calls reach the server, which is how it learns
 that a client went away while waiting for its answer.
 """

@@ -70,6 +70,8 @@ def _post(body: str, ok: str, limit: int) -> dict:
             _415="the body is not application/json, or has a Content-Encoding (gzip, ...)",
             _503="the prediction could not be logged, the service is overloaded (Retry-After) "
             "or its model is no longer the registry's Production version",
+            _504="no answer started within the service's traffic.timeout (60 s unless "
+            "configured otherwise)",
         ),
     }
 

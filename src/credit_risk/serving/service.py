@@ -37,6 +37,7 @@ from credit_risk.serving.batching import GroupCommit, ScoringError
 from credit_risk.serving.bento_store import BENTO_MODEL, ImportedModel
 from credit_risk.serving.prediction_log import PredictionLog, log_directory
 from credit_risk.serving.request_bodies import RequestBodies
+from credit_risk.serving.request_timeout import replace_bentoml_timeout
 from credit_risk.serving.routes import app
 from credit_risk.serving.schemas import ApplicantInput, BatchRequest, BatchResponse, Prediction
 from credit_risk.serving.shipping_process import ShipperProcess
@@ -326,5 +327,6 @@ class CreditRiskService:
         }
 
 
+replace_bentoml_timeout()  # before BentoML builds the workers' apps
 CreditRiskService.add_asgi_middleware(ApiKeyAuth)  # first: no body is read without a key
 CreditRiskService.add_asgi_middleware(RequestBodies)
